@@ -1,0 +1,259 @@
+/*
+ * store.h — tidewire's durable event log on LMDB.
+ *
+ * The log holds events from one or more origins. An origin is a node's log identity,
+ * "NAME.EPOCH" (e.g. "n1.5f2c09ab"): the node name plus a random epoch made once when the
+ * data directory is created, so a node rebuilt on an empty disk is a new origin.
+ *
+ * Every event has two numbers:
+ *   - seq: its position within its origin, 1, 2, 3... with no gaps. Seqs of the local
+ *     origin are assigned by tw_store_submit() inside the commit that writes the event, so
+ *     they never repeat, even after a crash. Events of remote origins (replication) are
+ *     appended with the seq they already carry and must arrive in order.
+ *   - lsn: its position in this node's log, across all origins, in commit order. The lsn
+ *     is local (another node numbers the same event differently) and is what readers page
+ *     by. Within one origin, lsn order is seq order.
+ *
+ * Writes go through one writer thread owned by the store, with group commit: each commit
+ * carries every append queued since the previous commit began, and a completion callback
+ * reports the committed batch only after the commit (fsync) returned.
+ *
+ * Reads use a tw_store_reader: a reusable read-only snapshot handle, used by one thread at
+ * a time (any thread; the environment is opened with MDB_NOTLS). Each read call opens a
+ * snapshot and closes it before returning, so no read transaction is held across network
+ * waits.
+ *
+ * The library never logs, prints, exits or aborts on bad input: functions return 0 or a
+ * negative TW_STORE_E* code. Thread-safety is stated per function.
+ */
+#ifndef TW_STORE_H
+#define TW_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Error codes: X(name, value, message). tw_store_strerror() maps them to text. */
+#define TW_STORE_ERRNO_MAP(X)                                                              \
+    X(EINVAL, -1001, "invalid argument")                                                   \
+    X(ENOMEM, -1002, "out of memory")                                                      \
+    X(EIO, -1003, "storage I/O error")                                                     \
+    X(EFULL, -1004, "store is full (map size or disk)")                                    \
+    X(EMISMATCH, -1005, "data directory belongs to another node name")                     \
+    X(EVERSION, -1006, "data directory has an unknown format version")                     \
+    X(EGAP, -1007, "remote event is not the next seq of its origin")                       \
+    X(EDUP, -1008, "remote event is already in the log")                                   \
+    X(ECLOSED, -1009, "store is closing")                                                  \
+    X(ETOOBIG, -1010, "event too large")                                                   \
+    X(EBUSY, -1011, "writer queue is full")                                                \
+    X(ENOTFOUND, -1012, "not found")                                                       \
+    X(ECORRUPT, -1013, "log record is corrupt")
+
+enum {
+#define TW_STORE_ERRNO_ENUM(name, value, msg) TW_STORE_##name = (value),
+    TW_STORE_ERRNO_MAP(TW_STORE_ERRNO_ENUM)
+#undef TW_STORE_ERRNO_ENUM
+};
+
+/* Returns a static message for a TW_STORE_E* code (or for an unknown code). */
+const char *tw_store_strerror(int err);
+
+/* Longest origin id, "NAME.EPOCH", without its terminating NUL. */
+#define TW_STORE_ORIGIN_MAX 48
+/* Longest node name: [A-Za-z0-9_-]{1,32}. */
+#define TW_STORE_NODE_NAME_MAX 32
+/* Longest channel name accepted by the store, in bytes. */
+#define TW_STORE_CHANNEL_MAX 255
+
+typedef struct tw_store tw_store;
+typedef struct tw_store_reader tw_store_reader;
+typedef struct tw_store_append tw_store_append;
+
+/*
+ * Completion callback: called on the store's writer thread once per commit attempt with
+ * the batch it carried, linked through `next`, in submission order. Each request's
+ * `status` is 0 (committed: `seq`, `lsn`, `ts_ms` are set) or a negative code (nothing of
+ * that request was written). The callback owns the requests again from this call on; it
+ * must be quick (hand the list to another thread) and must not call tw_store_close().
+ */
+typedef void (*tw_store_commit_cb)(void *arg, tw_store_append *done);
+
+typedef struct tw_store_options {
+    const char *path;      /* data directory; created (mode 0700) if missing */
+    const char *node_name; /* [A-Za-z0-9_-]{1,32}; must match the name the dir was made with */
+    uint64_t map_size;     /* LMDB map size in bytes (0: 1 GiB) */
+    unsigned max_readers;  /* LMDB reader slots (0: 1024) */
+    size_t max_queue_bytes;  /* bytes of appends waiting for the writer before EBUSY (0: 64 MiB) */
+    size_t max_batch_bytes;  /* bytes of events per commit at most (0: 16 MiB) */
+    size_t max_event_bytes;  /* channel + data bytes of one event at most (0: 16 MiB) */
+    tw_store_commit_cb on_commit; /* required */
+    void *cb_arg;
+} tw_store_options;
+
+/*
+ * Opens (creating if needed) the log in opts->path and starts the writer thread. On a new
+ * directory it makes the origin id from node_name and a random epoch. Checks stale reader
+ * slots (mdb_reader_check). Returns TW_STORE_EMISMATCH when the directory was made for
+ * another node name. On success *out is set; on failure *out is untouched.
+ * Call from one thread; only one store per process (an LMDB rule).
+ */
+int tw_store_open(tw_store **out, const tw_store_options *opts);
+
+/*
+ * Commits everything already submitted, stops the writer thread (after its last
+ * completion callback returned), closes the environment and frees the store. Appends
+ * submitted after close began complete with TW_STORE_ECLOSED. All readers must have been
+ * freed. Safe with NULL.
+ */
+void tw_store_close(tw_store *s);
+
+/* This node's origin id, NUL-terminated; valid until tw_store_close(). Any thread. */
+const char *tw_store_origin(const tw_store *s);
+
+/* ---- Appending ---------------------------------------------------------------------- */
+
+/* What the data bytes are; the store keeps the tag and never looks inside. */
+enum { TW_STORE_ENC_JSON = 0, TW_STORE_ENC_MSGPACK = 1 };
+
+struct tw_store_append {
+    /* Set by the caller; the pointed-to bytes must stay valid until the completion. */
+    const char *channel; /* 1..TW_STORE_CHANNEL_MAX bytes, not NUL-terminated */
+    size_t channel_len;
+    const void *data;
+    size_t data_len;
+    uint8_t encoding; /* TW_STORE_ENC_* */
+    /* NULL: an event of this node's origin; the store assigns seq and, when ts_ms is 0,
+     * the time. Otherwise a remote origin id (NUL-terminated) with `seq` and `ts_ms` as
+     * that origin assigned them; status EDUP if seq is already stored, EGAP if it is not
+     * the next one. */
+    const char *origin;
+    uint64_t seq;
+    int64_t ts_ms; /* milliseconds since the Unix epoch */
+    void *user;    /* the caller's, untouched */
+
+    /* Set by the store before the completion callback. */
+    int status;
+    uint64_t lsn;
+
+    /* Links the request into a batch; owned by the store between submit and completion. */
+    tw_store_append *next;
+};
+
+/*
+ * Queues a list of appends (linked through `next`, NULL-terminated) for the writer and
+ * returns at once; the store owns the requests until on_commit hands them back, possibly
+ * split across several commits, in order. A request that can be refused up front (bad
+ * channel, too big) still completes through on_commit with its status.
+ * Returns 0, TW_STORE_EBUSY when the queue is over max_queue_bytes (nothing queued, the
+ * caller keeps the requests), or TW_STORE_ECLOSED. Any thread.
+ */
+int tw_store_submit(tw_store *s, tw_store_append *list);
+
+/* ---- Reading ------------------------------------------------------------------------ */
+
+/* One event as read from the log. Pointers are valid only during the callback. */
+typedef struct tw_store_event {
+    const char *origin; /* NUL-terminated origin id */
+    uint64_t seq;
+    uint64_t lsn;
+    int64_t ts_ms;
+    const char *channel;
+    size_t channel_len;
+    const void *data;
+    size_t data_len;
+    uint8_t encoding;
+} tw_store_event;
+
+/* Return 0 to go on, non-zero to stop the read after this event. */
+typedef int (*tw_store_event_cb)(void *arg, const tw_store_event *ev);
+
+/* Creates a reader for use by one thread at a time. Any thread. */
+int tw_store_reader_new(tw_store *s, tw_store_reader **out);
+/* Frees a reader. Safe with NULL. */
+void tw_store_reader_free(tw_store_reader *r);
+
+/*
+ * Reads the events of one channel with lsn > after_lsn, in lsn order, through the channel
+ * index (never scanning other channels' events), calling cb for each. Stops after
+ * max_events events or once max_bytes of data were passed (at least one event is passed
+ * when there is one), or when cb returns non-zero.
+ * On return *last_lsn is the lsn of the last event passed (after_lsn if none) and *at_head
+ * is 1 when the channel had no further event in the snapshot read, else 0. A channel
+ * never written reads as empty (at_head 1).
+ */
+int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channel_len,
+                          uint64_t after_lsn, size_t max_events, size_t max_bytes,
+                          tw_store_event_cb cb, void *arg, uint64_t *last_lsn, int *at_head);
+
+/* One entry of a version vector: the last seq seen from an origin. */
+typedef struct tw_store_cursor_entry {
+    const char *origin; /* NUL-terminated */
+    uint64_t seq;
+} tw_store_cursor_entry;
+
+/*
+ * Translates a cursor (version vector) into the lsn to read a channel after: every event
+ * whose seq is greater than the cursor's entry for its origin (0 for origins the cursor
+ * does not name) has an lsn > *after_lsn. Events at or below the cursor may still follow
+ * *after_lsn when several origins interleave: the caller filters them by seq.
+ * *recovered is 1 when nothing the cursor has not seen was trimmed by retention, 0 when
+ * some of it is gone (an origin's oldest kept seq is above entry + 1, or the cursor names
+ * an origin this log does not know); the read then starts at the oldest event kept.
+ * An empty cursor (n == 0) means "from the oldest event kept" and is always recovered.
+ */
+int tw_store_resolve_cursor(tw_store_reader *r, const tw_store_cursor_entry *entries, size_t n,
+                            uint64_t *after_lsn, int *recovered);
+
+/*
+ * Sets *after_lsn so that reading the channel after it yields its newest `count` events
+ * (all of them when it has fewer).
+ */
+int tw_store_channel_tail(tw_store_reader *r, const char *channel, size_t channel_len,
+                          size_t count, uint64_t *after_lsn);
+
+/* ---- Introspection ------------------------------------------------------------------ */
+
+typedef struct tw_store_origin_info {
+    char origin[TW_STORE_ORIGIN_MAX + 1];
+    uint64_t first_seq; /* oldest kept (0 when none kept) */
+    uint64_t last_seq;  /* newest ever appended (0 when none) */
+} tw_store_origin_info;
+
+/*
+ * Lists the origins in the log, in the order they were first seen (this node's first),
+ * into out[0..cap); *n is set to the number of origins (may exceed cap).
+ */
+int tw_store_origins(tw_store_reader *r, tw_store_origin_info *out, size_t cap, size_t *n);
+
+/* Counters; read with tw_store_get_stats() from any thread. */
+typedef struct tw_store_stats {
+    uint64_t commits;          /* successful commits */
+    uint64_t commit_failures;  /* commits that failed (their appends got an error status) */
+    uint64_t events_appended;  /* events committed */
+    uint64_t bytes_appended;   /* channel + data bytes committed */
+    uint64_t last_lsn;         /* newest lsn committed */
+    uint64_t queue_bytes;      /* bytes waiting for the writer now */
+    uint64_t refused_busy;     /* submits refused with EBUSY */
+    uint64_t map_size;         /* bytes */
+    uint64_t used_bytes;       /* pages in use (last_pgno * page size) after the last commit */
+    /* Commit latency (begin of txn to return of fsync'ed commit), microseconds. */
+    uint64_t commit_us_total;
+    uint64_t commit_us_max;
+    /* Histogram of commit latency: bucket i counts commits <= tw_store_commit_us_bounds[i];
+     * the last bucket counts the rest. */
+    uint64_t commit_us_buckets[12];
+} tw_store_stats;
+
+/* Upper bounds (µs) of the first 11 buckets of commit_us_buckets. */
+extern const uint64_t tw_store_commit_us_bounds[11];
+
+/* Copies the counters. Any thread. */
+void tw_store_get_stats(tw_store *s, tw_store_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TW_STORE_H */
