@@ -50,7 +50,8 @@ int tw_buf_append_json_string(tw_buf *b, const char *s, size_t n);
 /* Prepends n bytes into the headroom; fails with -ENOSPC when the headroom is too small. */
 int tw_buf_prepend(tw_buf *b, const void *p, size_t n);
 
-/* Drops all data, keeps storage and the original headroom. */
+/* Drops all data and keeps the storage; `headroom` bytes are reserved in front again (the
+ * buffer does not remember the headroom it was made with: pass the same value). */
 void tw_buf_reset(tw_buf *b, size_t headroom);
 
 #endif /* TW_BUF_H */

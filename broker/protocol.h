@@ -62,10 +62,11 @@ typedef struct tw_cursor {
 /* Frees what a cursor holds and empties it. */
 void tw_cursor_free(tw_cursor *c);
 
-/* Checks an origin id: NAME "." EPOCH with NAME [A-Za-z0-9_-]{1,32}, EPOCH [0-9a-f]{1,15}. */
+/* Checks an origin id: NAME "." EPOCH with NAME [A-Za-z0-9_-]{1,32}, EPOCH [0-9a-f]{1,15}.
+ * A predicate, unlike the functions that act: 1 when valid, 0 when not. */
 int tw_origin_valid(const char *s, size_t len);
 
-/* Checks a channel name: 1..max bytes of visible ASCII (0x21..0x7e). */
+/* Checks a channel name: 1..max bytes of visible ASCII (0x21..0x7e). 1 when valid, else 0. */
 int tw_channel_valid(const char *s, size_t len, size_t max);
 
 /* What one subscription asks for (subscribe, and each entry of connect's subs). */
@@ -107,7 +108,8 @@ typedef struct tw_proto_error {
  * zeroes or reuses after tw_request_free(). On success returns 0 and the caller owns what
  * *out holds. On a malformed or invalid message returns -EINVAL and fills *err (code 400,
  * a message naming the problem, and the id when one could be read); *out holds nothing.
- * -ENOMEM on allocation failure. Fields not in the protocol are ignored.
+ * -ENOMEM on allocation failure (*err then says 500). Fields not in the protocol are ignored.
+ * `lim` NULL: tw_proto_default_limits.
  */
 int tw_proto_decode(tw_encoding enc, const uint8_t *msg, size_t len, const tw_proto_limits *lim,
                     tw_request *out, tw_proto_error *err);
@@ -118,7 +120,7 @@ void tw_request_free(tw_request *req);
 /*
  * Parses a cursor from a JSON text (as in `since`, the HTTP API's `since=` or a cursor
  * file): an object {"origin": seq, ...}, a position string "origin:seq", or {} (from the
- * oldest kept). Returns 0 or -EINVAL (with *err filled).
+ * oldest kept). Returns 0, -EINVAL (with *err filled) or -ENOMEM.
  */
 int tw_cursor_parse_json(const char *text, size_t len, const tw_proto_limits *lim, tw_cursor *out,
                          tw_proto_error *err);
@@ -129,11 +131,14 @@ int tw_cursor_to_json(tw_buf *b, const tw_store_cursor_entry *entries, size_t n)
 /*
  * Converts one data value between encodings: JSON text -> MessagePack or MessagePack ->
  * JSON text (the documented forms above). Appends to *b. -EINVAL when the input is not one
- * valid value.
+ * valid value (or nests deeper than 31 levels), -ENOMEM; *b is then as it was. With
+ * from == to the value is checked and appended (JSON compacted).
  */
 int tw_data_convert(tw_encoding from, const uint8_t *data, size_t len, tw_encoding to, tw_buf *b);
 
-/* ---- Server messages. Each appends one whole message to *b. `id` NULL: no id field. ---- */
+/* ---- Server messages. Each appends one whole message to *b. `id` NULL: no id field. ----
+ * They return 0, -ENOMEM or -EINVAL (bad encoding, origin too long, data not convertible);
+ * on failure *b is as it was. */
 
 int tw_proto_encode_connected(tw_buf *b, tw_encoding enc, const int64_t *id, const char *node,
                               const char *session, unsigned ping_interval_s);
@@ -158,8 +163,8 @@ int tw_proto_encode_error(tw_buf *b, tw_encoding enc, const int64_t *id, int cod
 
 /*
  * event {channel, pos, ts, data}. `data` is in `data_enc`; when that differs from `enc`
- * it is converted (tw_data_convert). Called once per event per encoding: subscribers share
- * the result.
+ * it is converted (tw_data_convert), otherwise spliced in unchecked. Called once per event
+ * per encoding: subscribers share the result.
  */
 int tw_proto_encode_event(tw_buf *b, tw_encoding enc, const char *channel, size_t channel_len,
                           const char *origin, uint64_t seq, int64_t ts_ms, tw_encoding data_enc,

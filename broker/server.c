@@ -1,0 +1,434 @@
+/*
+ * server.c — the node's lifecycle: open the store, listen, run the loop, take committed
+ * batches from the writer thread, drain on SIGTERM/SIGINT.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api.h"
+#include "log.h"
+#include "server.h"
+
+/* How often the drain checks whether every client has gone and every publish committed. */
+#define DRAIN_POLL_MS 50
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+tw_origin_head *tw_server_origin(tw_server *srv, const char *origin)
+{
+    for (size_t i = 0; i < srv->nheads; i++)
+        if (strcmp(srv->heads[i]->id, origin) == 0) return srv->heads[i];
+    tw_origin_head **heads = realloc(srv->heads, (srv->nheads + 1) * sizeof *heads);
+    if (!heads) return NULL;
+    srv->heads = heads;
+    tw_origin_head *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    snprintf(h->id, sizeof h->id, "%s", origin);
+    heads[srv->nheads++] = h;
+    return h;
+}
+
+static void idle_noop(uv_idle_t *h)
+{
+    (void)h;
+}
+
+void tw_server_kick(tw_server *srv)
+{
+    uv_idle_start(&srv->turn_idle, idle_noop);
+}
+
+/* End of every loop turn: feed catching-up subscriptions, then write everything queued. */
+static void on_turn(uv_check_t *h)
+{
+    tw_server *srv = h->data;
+    int more = tw_catchup_run(srv);
+    tw_conn_flush_all(srv);
+    if (!more) uv_idle_stop(&srv->turn_idle);
+}
+
+/* ---- Publishing --------------------------------------------------------------------- */
+
+/* Writer thread: hand the committed batch to the loop. */
+static void on_commit(void *arg, tw_store_append *done)
+{
+    tw_server *srv = arg;
+    pthread_mutex_lock(&srv->commit_mu);
+    for (tw_store_append *a = done, *next; a; a = next) {
+        next = a->next;
+        tw_publish *p = (tw_publish *)a; /* app is the first member */
+        p->next = NULL;
+        if (srv->commit_tail) srv->commit_tail->next = p;
+        else srv->commit_head = p;
+        srv->commit_tail = p;
+    }
+    pthread_mutex_unlock(&srv->commit_mu);
+    uv_async_send(&srv->commit_async);
+}
+
+int tw_server_publish(tw_server *srv, tw_conn *conn, int kind, const int64_t *id, char *channel,
+                      size_t channel_len, uint8_t data_enc, uint8_t *data, size_t data_len)
+{
+    if (srv->draining) {
+        free(channel);
+        free(data);
+        return 503;
+    }
+    tw_publish *p = calloc(1, sizeof *p);
+    if (!p) {
+        free(channel);
+        free(data);
+        return 500;
+    }
+    p->app.channel = channel;
+    p->app.channel_len = channel_len;
+    p->app.data = data;
+    p->app.data_len = data_len;
+    p->app.encoding = data_enc;
+    p->channel = channel;
+    p->data = data;
+    p->kind = (uint8_t)kind;
+    if (id) {
+        p->has_id = 1;
+        p->id = *id;
+    }
+    p->conn = conn;
+    if (conn) conn->refs++;
+    int rc = tw_store_submit(srv->store, &p->app);
+    if (rc != 0) {
+        if (conn) tw_conn_unref(conn);
+        free(channel);
+        free(data);
+        free(p);
+        if (rc == TW_STORE_EBUSY)
+            tw_warn("store-busy", "log writer queue full: publish refused (503)");
+        return 503;
+    }
+    srv->pending_publishes++;
+    return 0;
+}
+
+/* The HTTP-like code and message for a failed append. */
+static int publish_error(int status, const char **msg)
+{
+    switch (status) {
+    case TW_STORE_ETOOBIG:
+        *msg = "event too large for the log";
+        return 413;
+    case TW_STORE_EFULL:
+        *msg = "the log is full: publish refused";
+        return 503;
+    case TW_STORE_EBUSY:
+    case TW_STORE_ECLOSED:
+        *msg = "the log is not taking writes now, retry";
+        return 503;
+    case TW_STORE_EINVAL:
+        *msg = "invalid event";
+        return 400;
+    default:
+        *msg = "the log could not write the event";
+        return 500;
+    }
+}
+
+/* When the event could not be built, its channel's live subscribers must not skip it:
+ * move them to reading the log, which has it. */
+static void fanout_failed(tw_server *srv, const char *channel, size_t len)
+{
+    for (size_t i = 0; i < srv->chan_cap; i++)
+        for (tw_channel *ch = srv->chan_table[i]; ch; ch = ch->hnext)
+            if (ch->len == len && memcmp(ch->name, channel, len) == 0)
+                while (ch->live) {
+                    tw_session *s = ch->live->sess;
+                    tw_sub_fall_behind(ch->live);
+                    tw_catchup_schedule(s);
+                }
+}
+
+static void complete_publish(tw_server *srv, tw_publish *p)
+{
+    srv->pending_publishes--;
+    tw_conn *c = p->conn;
+    int live = c && !c->closed;
+    if (p->app.status == 0) {
+        srv->stats.events_published++;
+        tw_origin_head *head = srv->heads[0]; /* publishes here are this node's origin */
+        head->last_seq = p->app.seq;
+        srv->fanout_lsn = p->app.lsn;
+        tw_event *ev = tw_event_new(head->id, p->app.seq, p->app.lsn, p->app.ts_ms, p->channel,
+                                    p->app.channel_len, p->app.encoding, p->data, p->app.data_len);
+        if (ev) {
+            p->channel = NULL;
+            p->data = NULL;
+            tw_fanout(srv, ev);
+            tw_event_unref(ev);
+        } else {
+            fanout_failed(srv, p->channel, p->app.channel_len);
+        }
+        if (live && p->kind == TW_PUB_WS && c->session) {
+            tw_buf b;
+            tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
+            if (tw_proto_encode_ack(&b, c->session->enc, p->has_id ? &p->id : NULL, head->id,
+                                    p->app.seq) == 0)
+                tw_session_send_buf(c->session, &b);
+            tw_buf_free(&b);
+        } else if (live && p->kind == TW_PUB_HTTP) {
+            tw_api_publish_done(c, head->id, p->app.seq, 0, NULL);
+        }
+    } else {
+        srv->stats.publishes_refused++;
+        const char *msg;
+        int code = publish_error(p->app.status, &msg);
+        if (p->app.status == TW_STORE_EFULL)
+            tw_error("store-full", "the log is full (map size or disk): publish refused");
+        else if (code == 500)
+            tw_error("store-write", "append failed: %s", tw_store_strerror(p->app.status));
+        if (live && p->kind == TW_PUB_WS && c->session)
+            tw_session_error(c->session, p->has_id ? &p->id : NULL, code, msg);
+        else if (live && p->kind == TW_PUB_HTTP)
+            tw_api_publish_done(c, NULL, 0, code, msg);
+    }
+    if (c) tw_conn_unref(c);
+    free(p->channel);
+    free(p->data);
+    free(p);
+}
+
+static tw_publish *take_commits(tw_server *srv)
+{
+    pthread_mutex_lock(&srv->commit_mu);
+    tw_publish *list = srv->commit_head;
+    srv->commit_head = srv->commit_tail = NULL;
+    pthread_mutex_unlock(&srv->commit_mu);
+    return list;
+}
+
+static void on_commit_async(uv_async_t *a)
+{
+    tw_server *srv = a->data;
+    /* uv_async_send coalesces: take everything queued since the last wakeup. */
+    for (tw_publish *p = take_commits(srv), *next; p; p = next) {
+        next = p->next;
+        complete_publish(srv, p);
+    }
+}
+
+/* ---- Ticks, drain, shutdown --------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+    tw_server *srv = t->data;
+    uint64_t now = tw_now_ms(srv);
+    tw_stats_sample(&srv->stats, now);
+    tw_conn_tick(srv, now);
+}
+
+static void stop_loop(tw_server *srv)
+{
+    uv_timer_stop(&srv->shutdown_timer);
+    uv_stop(srv->loop);
+}
+
+static void on_drain_poll(uv_timer_t *t)
+{
+    tw_server *srv = t->data;
+    uint64_t now = tw_now_ms(srv);
+    if ((srv->nconns == 0 && srv->pending_publishes == 0) || now >= srv->drain_deadline_ms) {
+        if (srv->nconns || srv->pending_publishes)
+            tw_warn("drain-timeout", "drain timed out with %zu connections, %" PRIu64
+                    " publishes pending", srv->nconns, srv->pending_publishes);
+        stop_loop(srv);
+    }
+}
+
+static void close_listener_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void begin_drain(tw_server *srv, const char *why)
+{
+    if (srv->draining) {
+        tw_warn("shutdown", "second signal: stopping now");
+        stop_loop(srv);
+        return;
+    }
+    srv->draining = 1;
+    tw_info("drain", "%s: draining (readyz 503, clients closed with 1012)", why);
+    if (!uv_is_closing((uv_handle_t *)&srv->listener))
+        uv_close((uv_handle_t *)&srv->listener, close_listener_cb);
+    for (tw_conn *c = srv->conns; c; c = c->next) {
+        if (c->kind == TW_CONN_WS && c->session) tw_session_close(c->session, 1012, "node draining");
+        else if (!c->http_busy) tw_conn_close(c);
+    }
+    srv->drain_deadline_ms = tw_now_ms(srv) + (uint64_t)srv->cfg->shutdown_timeout_ms;
+    uv_timer_start(&srv->shutdown_timer, on_drain_poll, 0, DRAIN_POLL_MS);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    begin_drain(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void close_any(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+/* ---- Run ----------------------------------------------------------------------------- */
+
+static int listen_on(tw_server *srv, const char *hostport)
+{
+    char host[256];
+    int port;
+    if (tw_parse_hostport(hostport, host, sizeof host, &port) != 0) {
+        tw_error("config", "--listen %s: expected HOST:PORT", hostport);
+        return -1;
+    }
+    struct sockaddr_storage addr;
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
+        uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0) {
+        tw_error("config", "--listen %s: %s is not an IP address", hostport, host);
+        return -1;
+    }
+    uv_tcp_init(srv->loop, &srv->listener);
+    srv->listener.data = srv;
+    int rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 4096, tw_conn_on_accept);
+    if (rc != 0) {
+        tw_error("listen", "cannot listen on %s: %s", hostport, uv_strerror(rc));
+        return -1;
+    }
+    tw_info("listen", "serving WebSocket on ws://%s/ws and HTTP on http://%s", hostport, hostport);
+    return 0;
+}
+
+static int open_store(tw_server *srv)
+{
+    const tw_config *cfg = srv->cfg;
+    tw_store_options so = {
+        .path = cfg->data,
+        .node_name = cfg->node_id,
+        .map_size = (uint64_t)cfg->store_map_size,
+        .max_queue_bytes = (size_t)cfg->store_max_queue_bytes,
+        .max_event_bytes = (size_t)cfg->max_message_size + TW_STORE_CHANNEL_MAX,
+        .on_commit = on_commit,
+        .cb_arg = srv,
+    };
+    int rc = tw_store_open(&srv->store, &so);
+    if (rc != 0) {
+        tw_error("store-open", "cannot open the log in %s: %s", cfg->data, tw_store_strerror(rc));
+        return -1;
+    }
+    srv->origin = tw_store_origin(srv->store);
+    if ((rc = tw_store_reader_new(srv->store, &srv->reader)) != 0) {
+        tw_error("store-open", "cannot read the log: %s", tw_store_strerror(rc));
+        return -1;
+    }
+    /* The head vector starts where the log ends; this node's origin comes first. */
+    tw_store_origin_info info[64];
+    size_t n = 0;
+    if ((rc = tw_store_origins(srv->reader, info, 64, &n)) != 0) {
+        tw_error("store-open", "cannot list origins: %s", tw_store_strerror(rc));
+        return -1;
+    }
+    if (!tw_server_origin(srv, srv->origin)) return -1;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        tw_origin_head *h = tw_server_origin(srv, info[i].origin);
+        if (!h) return -1;
+        h->last_seq = info[i].last_seq;
+    }
+    tw_store_stats st;
+    tw_store_get_stats(srv->store, &st);
+    srv->fanout_lsn = st.last_lsn;
+    tw_info("store-open", "log %s opened: origin %s, %" PRIu64 " events, last seq %" PRIu64,
+            cfg->data, srv->origin, st.last_lsn, srv->heads[0]->last_seq);
+    return 0;
+}
+
+int tw_server_run(const tw_config *cfg)
+{
+    tw_server *srv = calloc(1, sizeof *srv);
+    uv_loop_t loop;
+    if (!srv || uv_loop_init(&loop) != 0) {
+        free(srv);
+        return 1;
+    }
+    int status = 1;
+    srv->loop = &loop;
+    srv->cfg = cfg;
+    srv->limits = tw_proto_default_limits;
+    srv->limits.max_last = (uint32_t)cfg->max_last;
+    srv->limits.max_subs = (size_t)cfg->max_subscriptions;
+    srv->started_ms = (uint64_t)wall_ms();
+    pthread_mutex_init(&srv->commit_mu, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    uv_async_init(&loop, &srv->commit_async, on_commit_async);
+    srv->commit_async.data = srv;
+    uv_check_init(&loop, &srv->turn_check);
+    srv->turn_check.data = srv;
+    uv_check_start(&srv->turn_check, on_turn);
+    uv_idle_init(&loop, &srv->turn_idle);
+    uv_timer_init(&loop, &srv->tick);
+    srv->tick.data = srv;
+    uv_timer_init(&loop, &srv->shutdown_timer);
+    srv->shutdown_timer.data = srv;
+    uv_signal_init(&loop, &srv->sig_term);
+    uv_signal_init(&loop, &srv->sig_int);
+    srv->sig_term.data = srv->sig_int.data = srv;
+
+    if (tw_channels_init(srv) != 0 || open_store(srv) != 0 || listen_on(srv, cfg->listen) != 0)
+        goto out_close;
+    uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_start(&srv->sig_int, on_signal, SIGINT);
+    uv_timer_start(&srv->tick, on_tick, 1000, 1000);
+    srv->ready = 1;
+    tw_info("ready", "node %s ready (durability %s, api %s)", srv->origin, cfg->durability,
+            *cfg->api_key ? "needs a key" : "OPEN: no --api-key set");
+
+    uv_run(&loop, UV_RUN_DEFAULT);
+    status = 0;
+
+out_close:
+    srv->ready = 0;
+    srv->draining = 1;
+    /* Close every client now (the drain already asked them to go); their close callbacks
+     * run in the next turn and free them once no publish refers to them. */
+    for (tw_conn *c = srv->conns, *next; c; c = next) {
+        next = c->next;
+        tw_conn_abort(c);
+    }
+    uv_run(&loop, UV_RUN_NOWAIT);
+    /* The store commits what was submitted before it stops; the completions find their
+     * connections closed and only drop their references. */
+    tw_store_reader_free(srv->reader);
+    srv->reader = NULL;
+    tw_store_close(srv->store);
+    srv->store = NULL;
+    for (tw_publish *p = take_commits(srv), *next; p; p = next) {
+        next = p->next;
+        complete_publish(srv, p);
+    }
+    uv_walk(&loop, close_any, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop) != 0) tw_warn("shutdown", "the event loop did not close cleanly");
+    tw_channels_free(srv);
+    for (size_t i = 0; i < srv->nheads; i++)
+        free(srv->heads[i]);
+    free(srv->heads);
+    pthread_mutex_destroy(&srv->commit_mu);
+    free(srv);
+    if (status == 0) tw_info("stopped", "node stopped");
+    return status;
+}

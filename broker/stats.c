@@ -1,0 +1,293 @@
+/*
+ * stats.c — /stats and /metrics from one table of figures.
+ *
+ * Each row names a figure once: its place in the JSON document (group, field), its
+ * Prometheus metric, kind and help, and how to read it. Lists (origins, cluster members)
+ * and the commit latency histogram do not fit a row and are written by hand below, in
+ * both forms.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <string.h>
+#include <time.h>
+
+#include "server.h"
+
+enum { COUNTER, GAUGE };
+
+typedef struct figure_src {
+    const tw_server *srv;
+    const tw_store_stats *st;
+    uint64_t uptime_s;
+} figure_src;
+
+typedef struct figure {
+    const char *group; /* JSON object it sits in; NULL: top level */
+    const char *field;
+    const char *metric;
+    int kind;
+    int real; /* printed as a decimal */
+    const char *help;
+    double (*get)(const figure_src *f);
+} figure;
+
+#define GETTER(name, expr)                                                                         \
+    static double name(const figure_src *f)                                                        \
+    {                                                                                              \
+        const tw_server *srv = f->srv;                                                             \
+        const tw_store_stats *st = f->st;                                                          \
+        (void)srv;                                                                                 \
+        (void)st;                                                                                  \
+        return (double)(expr);                                                                     \
+    }
+
+GETTER(g_uptime, f->uptime_s)
+GETTER(g_ready, srv->ready && !srv->draining)
+GETTER(g_conn_now, srv->nconns)
+GETTER(g_conn_total, srv->stats.connections_total)
+GETTER(g_conn_refused, srv->stats.connections_refused)
+GETTER(g_ws_now, srv->nsessions)
+GETTER(g_ws_total, srv->stats.ws_sessions_total)
+GETTER(g_subs, srv->nsubs)
+GETTER(g_channels, srv->nchannels)
+GETTER(g_ev_in, srv->stats.events_published)
+GETTER(g_ev_out, srv->stats.events_delivered)
+GETTER(g_ev_replayed, srv->stats.events_replayed)
+GETTER(g_ev_in_rate, srv->stats.events_in_per_s)
+GETTER(g_ev_out_rate, srv->stats.events_out_per_s)
+GETTER(g_pub_refused, srv->stats.publishes_refused)
+GETTER(g_pub_pending, srv->pending_publishes)
+GETTER(g_bytes_in, srv->stats.bytes_in)
+GETTER(g_bytes_out, srv->stats.bytes_out)
+GETTER(g_bytes_in_rate, srv->stats.bytes_in_per_s)
+GETTER(g_bytes_out_rate, srv->stats.bytes_out_per_s)
+GETTER(g_res_ok, srv->stats.resumes_recovered)
+GETTER(g_res_lost, srv->stats.resumes_unrecovered)
+GETTER(g_behind, srv->stats.fell_behind)
+GETTER(g_slow_closed, srv->stats.slow_consumer_closes)
+GETTER(g_http_total, srv->stats.http_requests_total)
+GETTER(g_req_errors, srv->stats.request_errors)
+GETTER(g_proto_closes, srv->stats.protocol_closes)
+GETTER(g_st_used, st->used_bytes)
+GETTER(g_st_map, st->map_size)
+GETTER(g_st_events, st->events_appended)
+GETTER(g_st_bytes, st->bytes_appended)
+GETTER(g_st_lsn, st->last_lsn)
+GETTER(g_st_commits, st->commits)
+GETTER(g_st_fail, st->commit_failures)
+GETTER(g_st_queue, st->queue_bytes)
+GETTER(g_st_busy, st->refused_busy)
+GETTER(g_st_per_commit, st->commits ? (double)st->events_appended / (double)st->commits : 0)
+GETTER(g_st_lat_avg, st->commits ? (double)st->commit_us_total / (double)st->commits : 0)
+GETTER(g_st_lat_max, st->commit_us_max)
+
+static const figure figures[] = {
+    {NULL, "uptime_s", "tidewire_uptime_seconds", GAUGE, 0, "Seconds since the node started",
+     g_uptime},
+    {NULL, "ready", "tidewire_ready", GAUGE, 0, "1 while /readyz answers 200", g_ready},
+    {NULL, "subscriptions", "tidewire_subscriptions", GAUGE, 0, "Subscriptions now", g_subs},
+    {NULL, "channels", "tidewire_channels", GAUGE, 0, "Channels with subscribers now", g_channels},
+    {"connections", "now", "tidewire_connections", GAUGE, 0, "Client connections now",
+     g_conn_now},
+    {"connections", "total", "tidewire_connections_total", COUNTER, 0, "Connections accepted",
+     g_conn_total},
+    {"connections", "refused", "tidewire_connections_refused_total", COUNTER, 0,
+     "Connections refused (over max-connections or draining)", g_conn_refused},
+    {"connections", "websocket_now", "tidewire_websocket_sessions", GAUGE, 0,
+     "WebSocket sessions now", g_ws_now},
+    {"connections", "websocket_total", "tidewire_websocket_sessions_total", COUNTER, 0,
+     "WebSocket sessions opened", g_ws_total},
+    {"events", "in", "tidewire_events_in_total", COUNTER, 0,
+     "Events published and committed on this node", g_ev_in},
+    {"events", "out", "tidewire_events_out_total", COUNTER, 0,
+     "Event messages sent to subscribers (live and replayed)", g_ev_out},
+    {"events", "replayed", "tidewire_events_replayed_total", COUNTER, 0,
+     "Event messages sent from the log (resumes, slow clients)", g_ev_replayed},
+    {"events", "in_per_s", "tidewire_events_in_per_second", GAUGE, 1,
+     "Events published in the last second", g_ev_in_rate},
+    {"events", "out_per_s", "tidewire_events_out_per_second", GAUGE, 1,
+     "Event messages sent in the last second", g_ev_out_rate},
+    {"events", "publishes_refused", "tidewire_publishes_refused_total", COUNTER, 0,
+     "Publishes answered with an error (log full, busy, too big)", g_pub_refused},
+    {"events", "publishes_pending", "tidewire_publishes_pending", GAUGE, 0,
+     "Publishes waiting for their commit", g_pub_pending},
+    {"bytes", "in", "tidewire_bytes_in_total", COUNTER, 0, "Bytes received from clients",
+     g_bytes_in},
+    {"bytes", "out", "tidewire_bytes_out_total", COUNTER, 0, "Bytes written to clients",
+     g_bytes_out},
+    {"bytes", "in_per_s", "tidewire_bytes_in_per_second", GAUGE, 1,
+     "Bytes received in the last second", g_bytes_in_rate},
+    {"bytes", "out_per_s", "tidewire_bytes_out_per_second", GAUGE, 1,
+     "Bytes written in the last second", g_bytes_out_rate},
+    {"resumes", "recovered", "tidewire_resumes_recovered_total", COUNTER, 0,
+     "Resumes whose missed events were all still in the log", g_res_ok},
+    {"resumes", "unrecovered", "tidewire_resumes_unrecovered_total", COUNTER, 0,
+     "Resumes that reached back past what the log keeps (recovered: false)", g_res_lost},
+    {"slow_consumers", "fell_behind", "tidewire_slow_consumer_catchups_total", COUNTER, 0,
+     "Live subscriptions moved to reading the log because their client fell behind",
+     g_behind},
+    {"slow_consumers", "closed", "tidewire_slow_consumer_closes_total", COUNTER, 0,
+     "Clients closed with 4208 for staying behind", g_slow_closed},
+    {"requests", "http_total", "tidewire_http_requests_total", COUNTER, 0,
+     "HTTP requests (including WebSocket upgrades)", g_http_total},
+    {"requests", "errors", "tidewire_request_errors_total", COUNTER, 0,
+     "WebSocket requests answered with an error", g_req_errors},
+    {"requests", "protocol_closes", "tidewire_protocol_closes_total", COUNTER, 0,
+     "WebSocket sessions closed for a protocol fault or an oversized message",
+     g_proto_closes},
+    {"store", "size_bytes", "tidewire_store_size_bytes", GAUGE, 0, "Bytes of the log in use",
+     g_st_used},
+    {"store", "map_size_bytes", "tidewire_store_map_size_bytes", GAUGE, 0,
+     "Largest size the log may grow to", g_st_map},
+    {"store", "events_appended", "tidewire_store_events_appended_total", COUNTER, 0,
+     "Events committed to the log since start", g_st_events},
+    {"store", "bytes_appended", "tidewire_store_bytes_appended_total", COUNTER, 0,
+     "Channel and data bytes committed since start", g_st_bytes},
+    {"store", "last_lsn", "tidewire_store_last_lsn", GAUGE, 0,
+     "Local log position of the newest event", g_st_lsn},
+    {"store", "commits", "tidewire_store_commits_total", COUNTER, 0,
+     "Commits (each fsynced before its events are acknowledged)", g_st_commits},
+    {"store", "commit_failures", "tidewire_store_commit_failures_total", COUNTER, 0,
+     "Commits that failed", g_st_fail},
+    {"store", "events_per_commit", "tidewire_store_events_per_commit", GAUGE, 1,
+     "Mean events per commit since start (group commit)", g_st_per_commit},
+    {"store", "commit_latency_avg_us", "tidewire_store_commit_latency_avg_microseconds", GAUGE,
+     1, "Mean commit latency since start", g_st_lat_avg},
+    {"store", "commit_latency_max_us", "tidewire_store_commit_latency_max_microseconds", GAUGE,
+     0, "Slowest commit since start", g_st_lat_max},
+    {"store", "queue_bytes", "tidewire_store_queue_bytes", GAUGE, 0,
+     "Bytes of appends waiting for the log writer", g_st_queue},
+    {"store", "refused_busy", "tidewire_store_refused_busy_total", COUNTER, 0,
+     "Appends refused because the writer queue was full", g_st_busy},
+};
+#define NFIGURES (sizeof figures / sizeof figures[0])
+
+void tw_stats_sample(tw_stats *st, uint64_t now_ms)
+{
+    if (st->prev_sample_ms) {
+        double secs = (double)(now_ms - st->prev_sample_ms) / 1000.0;
+        if (secs <= 0) return;
+        st->events_in_per_s = (double)(st->events_published - st->prev_events_in) / secs;
+        st->events_out_per_s = (double)(st->events_delivered - st->prev_events_out) / secs;
+        st->bytes_in_per_s = (double)(st->bytes_in - st->prev_bytes_in) / secs;
+        st->bytes_out_per_s = (double)(st->bytes_out - st->prev_bytes_out) / secs;
+    }
+    st->prev_events_in = st->events_published;
+    st->prev_events_out = st->events_delivered;
+    st->prev_bytes_in = st->bytes_in;
+    st->prev_bytes_out = st->bytes_out;
+    st->prev_sample_ms = now_ms;
+}
+
+static int put_number(tw_buf *out, double v, int real)
+{
+    if (real) return tw_buf_printf(out, "%.3f", isfinite(v) ? v : 0.0);
+    return tw_buf_printf(out, "%.0f", v);
+}
+
+static void figure_source(tw_server *srv, tw_store_stats *st, figure_src *f)
+{
+    tw_store_get_stats(srv->store, st);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    f->srv = srv;
+    f->st = st;
+    f->uptime_s = (now - srv->started_ms) / 1000;
+}
+
+#define MAX_ORIGINS 256
+
+int tw_stats_render_json(tw_server *srv, tw_buf *out)
+{
+    tw_store_stats st;
+    figure_src src;
+    figure_source(srv, &st, &src);
+    int rc = tw_buf_printf(out, "{\"node\":\"%s\",\"version\":\"%s\"", srv->origin, TW_VERSION);
+    const char *group = NULL;
+    for (size_t i = 0; i < NFIGURES && !rc; i++) {
+        const figure *fg = &figures[i];
+        if (fg->group != group && (!fg->group || !group || strcmp(fg->group, group) != 0)) {
+            if (group) rc |= tw_buf_putc(out, '}');
+            if (fg->group) rc |= tw_buf_printf(out, ",\"%s\":{", fg->group);
+            group = fg->group;
+            rc |= tw_buf_printf(out, "%s\"%s\":", fg->group ? "" : ",", fg->field);
+        } else {
+            rc |= tw_buf_printf(out, ",\"%s\":", fg->field);
+        }
+        rc |= put_number(out, fg->get(&src), fg->real);
+    }
+    /* Inside "store" (the last group): the latency histogram and each origin's seqs. */
+    rc |= tw_buf_append_str(out, ",\"commit_latency_us_buckets\":{");
+    for (int i = 0; i < 12; i++) {
+        if (i < 11) rc |= tw_buf_printf(out, "%s\"%" PRIu64 "\":%" PRIu64, i ? "," : "",
+                                        tw_store_commit_us_bounds[i], st.commit_us_buckets[i]);
+        else rc |= tw_buf_printf(out, ",\"inf\":%" PRIu64, st.commit_us_buckets[i]);
+    }
+    rc |= tw_buf_append_str(out, "},\"origins\":[");
+    tw_store_origin_info info[MAX_ORIGINS];
+    size_t n = 0;
+    if (tw_store_origins(srv->reader, info, MAX_ORIGINS, &n) != 0) n = 0;
+    for (size_t i = 0; i < n && i < MAX_ORIGINS; i++)
+        rc |= tw_buf_printf(out,
+                            "%s{\"origin\":\"%s\",\"first_seq\":%" PRIu64 ",\"last_seq\":%" PRIu64
+                            "}",
+                            i ? "," : "", info[i].origin, info[i].first_seq, info[i].last_seq);
+    rc |= tw_buf_append_str(out, "]}");
+    /* A single node is a cluster of one: itself, alive, with nothing to replicate. */
+    rc |= tw_buf_printf(out,
+                        ",\"cluster\":{\"members\":[{\"node\":\"%s\",\"state\":\"self\","
+                        "\"replication_lag\":0}]}}\n",
+                        srv->origin);
+    return rc ? -1 : 0;
+}
+
+int tw_stats_render_prometheus(tw_server *srv, tw_buf *out)
+{
+    tw_store_stats st;
+    figure_src src;
+    figure_source(srv, &st, &src);
+    int rc = tw_buf_printf(out,
+                           "# HELP tidewire_info Node identity\n# TYPE tidewire_info gauge\n"
+                           "tidewire_info{node=\"%s\",version=\"%s\"} 1\n",
+                           srv->origin, TW_VERSION);
+    for (size_t i = 0; i < NFIGURES && !rc; i++) {
+        const figure *fg = &figures[i];
+        rc |= tw_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n%s ", fg->metric, fg->help,
+                            fg->metric, fg->kind == COUNTER ? "counter" : "gauge", fg->metric);
+        rc |= put_number(out, fg->get(&src), fg->real);
+        rc |= tw_buf_putc(out, '\n');
+    }
+    rc |= tw_buf_append_str(out, "# HELP tidewire_store_commit_seconds Commit latency (fsync "
+                                 "included)\n# TYPE tidewire_store_commit_seconds histogram\n");
+    uint64_t cum = 0;
+    for (int i = 0; i < 11; i++) {
+        cum += st.commit_us_buckets[i];
+        rc |= tw_buf_printf(out, "tidewire_store_commit_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+                            (double)tw_store_commit_us_bounds[i] / 1e6, cum);
+    }
+    cum += st.commit_us_buckets[11];
+    rc |= tw_buf_printf(out,
+                        "tidewire_store_commit_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n"
+                        "tidewire_store_commit_seconds_sum %.6f\n"
+                        "tidewire_store_commit_seconds_count %" PRIu64 "\n",
+                        cum, (double)st.commit_us_total / 1e6, st.commits);
+    tw_store_origin_info info[MAX_ORIGINS];
+    size_t n = 0;
+    if (tw_store_origins(srv->reader, info, MAX_ORIGINS, &n) != 0) n = 0;
+    rc |= tw_buf_append_str(out, "# HELP tidewire_store_origin_first_seq Oldest kept seq per "
+                                 "origin\n# TYPE tidewire_store_origin_first_seq gauge\n");
+    for (size_t i = 0; i < n && i < MAX_ORIGINS; i++)
+        rc |= tw_buf_printf(out, "tidewire_store_origin_first_seq{origin=\"%s\"} %" PRIu64 "\n",
+                            info[i].origin, info[i].first_seq);
+    rc |= tw_buf_append_str(out, "# HELP tidewire_store_origin_last_seq Newest seq per origin\n"
+                                 "# TYPE tidewire_store_origin_last_seq gauge\n");
+    for (size_t i = 0; i < n && i < MAX_ORIGINS; i++)
+        rc |= tw_buf_printf(out, "tidewire_store_origin_last_seq{origin=\"%s\"} %" PRIu64 "\n",
+                            info[i].origin, info[i].last_seq);
+    rc |= tw_buf_printf(out,
+                        "# HELP tidewire_cluster_members Cluster members known, by state\n"
+                        "# TYPE tidewire_cluster_members gauge\n"
+                        "tidewire_cluster_members{state=\"alive\"} 1\n");
+    return rc ? -1 : 0;
+}

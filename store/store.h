@@ -48,7 +48,7 @@ extern "C" {
     X(EDUP, -1008, "remote event is already in the log")                                   \
     X(ECLOSED, -1009, "store is closing")                                                  \
     X(ETOOBIG, -1010, "event too large")                                                   \
-    X(EBUSY, -1011, "writer queue is full")                                                \
+    X(EBUSY, -1011, "store is busy (writer queue or reader slots full)")                   \
     X(ENOTFOUND, -1012, "not found")                                                       \
     X(ECORRUPT, -1013, "log record is corrupt")
 
@@ -104,9 +104,10 @@ int tw_store_open(tw_store **out, const tw_store_options *opts);
 
 /*
  * Commits everything already submitted, stops the writer thread (after its last
- * completion callback returned), closes the environment and frees the store. Appends
- * submitted after close began complete with TW_STORE_ECLOSED. All readers must have been
- * freed. Safe with NULL.
+ * completion callback returned), closes the environment and frees the store. A
+ * tw_store_submit() racing with close returns TW_STORE_ECLOSED (the caller keeps those
+ * requests); none may be called once close returned. All readers must have been freed.
+ * Safe with NULL.
  */
 void tw_store_close(tw_store *s);
 
@@ -148,7 +149,8 @@ struct tw_store_append {
  * split across several commits, in order. A request that can be refused up front (bad
  * channel, too big) still completes through on_commit with its status.
  * Returns 0, TW_STORE_EBUSY when the queue is over max_queue_bytes (nothing queued, the
- * caller keeps the requests), or TW_STORE_ECLOSED. Any thread.
+ * caller keeps the requests), or TW_STORE_ECLOSED (likewise). An empty queue admits any
+ * list, so a list larger than max_queue_bytes is never refused forever. Any thread.
  */
 int tw_store_submit(tw_store *s, tw_store_append *list);
 
@@ -170,7 +172,8 @@ typedef struct tw_store_event {
 /* Return 0 to go on, non-zero to stop the read after this event. */
 typedef int (*tw_store_event_cb)(void *arg, const tw_store_event *ev);
 
-/* Creates a reader for use by one thread at a time. Any thread. */
+/* Creates a reader for use by one thread at a time. Any thread. Each reader holds one of
+ * the max_readers LMDB slots until freed: TW_STORE_EBUSY when none is free. */
 int tw_store_reader_new(tw_store *s, tw_store_reader **out);
 /* Frees a reader. Safe with NULL. */
 void tw_store_reader_free(tw_store_reader *r);
@@ -178,8 +181,10 @@ void tw_store_reader_free(tw_store_reader *r);
 /*
  * Reads the events of one channel with lsn > after_lsn, in lsn order, through the channel
  * index (never scanning other channels' events), calling cb for each. Stops after
- * max_events events or once max_bytes of data were passed (at least one event is passed
- * when there is one), or when cb returns non-zero.
+ * max_events events, before the event that would take the data bytes passed over
+ * max_bytes (at least one event is passed when there is one), or when cb returns
+ * non-zero; 0 means no limit for either. cb runs while the call's snapshot is open: it
+ * must not block (copy or encode the event and return).
  * On return *last_lsn is the lsn of the last event passed (after_lsn if none) and *at_head
  * is 1 when the channel had no further event in the snapshot read, else 0. A channel
  * never written reads as empty (at_head 1).

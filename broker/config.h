@@ -1,0 +1,73 @@
+/*
+ * config.h — every setting of the node, from one table.
+ *
+ * The table (config.c) gives each setting its name, type, default, bounds and help; it
+ * drives command-line flags (--name VALUE or --name=VALUE), environment variables
+ * (TIDEWIRE_NAME, dashes as underscores), the config file (`name = value` lines), --help
+ * and docs/configuration.md. Precedence: flags, then environment, then file, then default.
+ */
+#ifndef TW_CONFIG_H
+#define TW_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct tw_config {
+    char *node_id;
+    char *listen;  /* HOST:PORT */
+    char *data;    /* data directory */
+    char *durability; /* "local" | "quorum" */
+    char *api_key;    /* "" = HTTP API open */
+    char *config;     /* the config file read, "" = none */
+    char *log_level;
+    char *log_format; /* "text" | "json" */
+
+    int64_t max_connections;
+    int64_t max_message_size;   /* bytes of one WebSocket message or HTTP body */
+    int64_t max_header_bytes;   /* bytes of an HTTP request's head */
+    int64_t max_subscriptions;  /* per connection */
+    int64_t max_last;           /* largest `last` in a subscribe */
+    int64_t handshake_timeout_ms;
+    int64_t ping_interval_ms;
+    int64_t idle_timeout_ms;
+    int64_t outbound_high_water; /* bytes queued to a client before it is fed from the log */
+    int64_t slow_consumer_timeout_ms;
+    int64_t replay_chunk_events;
+    int64_t replay_chunk_bytes;
+    int64_t store_map_size;
+    int64_t store_max_queue_bytes;
+    int64_t shutdown_timeout_ms;
+} tw_config;
+
+/* Outcome of tw_config_load besides errors. */
+enum { TW_CONFIG_OK = 0, TW_CONFIG_EXIT_HELP = 1, TW_CONFIG_EXIT_VERSION = 2 };
+
+/*
+ * Fills *cfg from defaults, then the config file (from --config or TIDEWIRE_CONFIG), then
+ * the environment `env` (NULL-terminated "NAME=value" strings, e.g. environ), then argv.
+ * Returns TW_CONFIG_OK, TW_CONFIG_EXIT_HELP / _VERSION (after printing to `out`), or -1
+ * after writing a one-line reason to errbuf. *cfg is valid (and must be freed) in every case.
+ */
+int tw_config_load(tw_config *cfg, int argc, char **argv, char **env, char *errbuf, size_t errlen,
+                   FILE *out);
+
+/* Frees the strings a config holds. */
+void tw_config_free(tw_config *cfg);
+
+/* Writes the settings table as help text (flag, env, default, description). */
+void tw_config_print_help(FILE *out);
+
+/* Writes the settings table as a Markdown table (docs/configuration.md is generated from it). */
+void tw_config_print_markdown(FILE *out);
+
+/* Parses "1MiB", "64KiB", "512", "2GiB" (also k/m/g, KB/MB/GB as powers of 1024). */
+int tw_parse_size(const char *s, int64_t *out);
+
+/* Parses "25s", "500ms", "2m", "1h" or a bare number of seconds into milliseconds. */
+int tw_parse_duration_ms(const char *s, int64_t *out);
+
+/* Splits "HOST:PORT" ("[::1]:80" for IPv6) into host (NUL-terminated) and port. */
+int tw_parse_hostport(const char *s, char *host, size_t hostlen, int *port);
+
+#endif /* TW_CONFIG_H */

@@ -1,0 +1,482 @@
+/*
+ * conn.c — client connections: accept, read, HTTP requests and the WebSocket upgrade, and
+ * the output queue that batches every frame queued in a loop turn into one uv_write.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "log.h"
+#include "server.h"
+
+/* Frames per uv_write: bounded so the iovec array stays on the stack. */
+#define WRITE_BATCH 256
+/* Time a closing connection gets to flush its output before it is cut. */
+#define CLOSE_GRACE_MS 2000
+
+static const char *const ws_protocols[] = {"tidewire.v1.json", "tidewire.v1.msgpack"};
+
+typedef struct write_req {
+    uv_write_t req;
+    tw_conn *conn;
+    size_t bytes;
+    uint32_t n;
+    tw_frame *frames[];
+} write_req;
+
+static void conn_finish_close(tw_conn *c);
+static void conn_shutdown_when_flushed(tw_conn *c);
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+static void http_input(tw_conn *c, const char *data, size_t len);
+
+void tw_conn_unref(tw_conn *c)
+{
+    if (--c->refs == 0) free(c);
+}
+
+static void mark_dirty(tw_conn *c)
+{
+    if (c->dirty) return;
+    c->dirty = 1;
+    c->refs++; /* the dirty list holds a reference, so a close cannot free c under it */
+    c->dirty_next = c->srv->dirty;
+    c->srv->dirty = c;
+}
+
+void tw_conn_send(tw_conn *c, tw_frame *f)
+{
+    if (c->closed || c->shut) {
+        tw_frame_unref(f);
+        return;
+    }
+    if (c->q_len == c->q_cap) {
+        uint32_t cap = c->q_cap ? c->q_cap * 2 : 8;
+        tw_frame **q = malloc(cap * sizeof *q);
+        if (!q) {
+            tw_frame_unref(f);
+            tw_warn("conn-nomem", "conn %llu: out of memory queueing output; closing",
+                    (unsigned long long)c->id);
+            conn_finish_close(c);
+            return;
+        }
+        for (uint32_t i = 0; i < c->q_len; i++)
+            q[i] = c->q[(c->q_head + i) % c->q_cap];
+        free(c->q);
+        c->q = q;
+        c->q_head = 0;
+        c->q_cap = cap;
+    }
+    c->q[(c->q_head + c->q_len) % c->q_cap] = f;
+    c->q_len++;
+    c->q_bytes += f->len;
+    mark_dirty(c);
+}
+
+static void after_write(uv_write_t *req, int status)
+{
+    write_req *w = (write_req *)req;
+    tw_conn *c = w->conn;
+    for (uint32_t i = 0; i < w->n; i++)
+        tw_frame_unref(w->frames[i]);
+    c->inflight_bytes -= w->bytes;
+    c->srv->stats.bytes_out += status == 0 ? w->bytes : 0;
+    free(w);
+    if (status < 0) {
+        if (status != UV_ECANCELED)
+            tw_debug("conn-write", "conn %llu: write failed: %s", (unsigned long long)c->id,
+                     uv_strerror(status));
+        conn_finish_close(c);
+    } else if (c->closing) {
+        conn_shutdown_when_flushed(c);
+    } else if (c->session) {
+        tw_session_on_drain(c->session);
+    }
+    tw_conn_unref(c); /* the write's reference */
+}
+
+static void conn_flush(tw_conn *c)
+{
+    while (c->q_len > 0 && !c->closed) {
+        uint32_t n = c->q_len < WRITE_BATCH ? c->q_len : WRITE_BATCH;
+        write_req *w = malloc(sizeof *w + n * sizeof(tw_frame *));
+        if (!w) {
+            conn_finish_close(c);
+            return;
+        }
+        uv_buf_t bufs[WRITE_BATCH];
+        w->conn = c;
+        w->n = n;
+        w->bytes = 0;
+        for (uint32_t i = 0; i < n; i++) {
+            tw_frame *f = c->q[c->q_head];
+            c->q_head = (c->q_head + 1) % c->q_cap;
+            w->frames[i] = f;
+            bufs[i] = uv_buf_init((char *)f->data, f->len);
+            w->bytes += f->len;
+        }
+        c->q_len -= n;
+        c->q_bytes -= w->bytes;
+        c->inflight_bytes += w->bytes;
+        c->refs++;
+        int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, after_write);
+        if (rc < 0) {
+            /* libuv did not take the request: undo by hand, as its callback would have. */
+            after_write(&w->req, rc);
+            return;
+        }
+    }
+}
+
+void tw_conn_flush_all(tw_server *srv)
+{
+    while (srv->dirty) {
+        tw_conn *c = srv->dirty;
+        srv->dirty = c->dirty_next;
+        c->dirty = 0;
+        c->dirty_next = NULL;
+        conn_flush(c);
+        if (c->closing) conn_shutdown_when_flushed(c);
+        tw_conn_unref(c);
+    }
+}
+
+static void on_close(uv_handle_t *h)
+{
+    tw_conn *c = h->data;
+    tw_server *srv = c->srv;
+    if (c->prev) c->prev->next = c->next;
+    else srv->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    srv->nconns--;
+    if (c->session) {
+        tw_session_free(c->session);
+        c->session = NULL;
+        srv->nsessions--;
+    }
+    if (c->http) {
+        tw_http_reader_free(c->http);
+        free(c->http);
+        c->http = NULL;
+    }
+    tw_buf_free(&c->http_pending);
+    while (c->q_len) {
+        tw_frame_unref(c->q[c->q_head]);
+        c->q_head = (c->q_head + 1) % c->q_cap;
+        c->q_len--;
+    }
+    free(c->q);
+    c->q = NULL;
+    c->q_bytes = 0;
+    tw_conn_unref(c); /* the socket's reference */
+}
+
+/* Closes the socket now; pending writes complete with UV_ECANCELED. */
+static void conn_finish_close(tw_conn *c)
+{
+    if (c->closed) return;
+    c->closing = 1;
+    c->closed = 1;
+    uv_close((uv_handle_t *)&c->tcp, on_close);
+}
+
+void tw_conn_abort(tw_conn *c)
+{
+    conn_finish_close(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    tw_conn *c = req->data;
+    free(req);
+    if (status < 0) conn_finish_close(c);
+    /* else: keep reading (and discarding) until the peer closes or the deadline passes */
+    tw_conn_unref(c);
+}
+
+/*
+ * A lingering close: once everything queued is written, send FIN and keep reading until the
+ * peer closes. Closing a socket with unread input makes the kernel send RST, and a client
+ * that gets RST may never read the close frame or response we just sent it.
+ */
+static void conn_shutdown_when_flushed(tw_conn *c)
+{
+    if (c->closed || c->shut || tw_conn_backlog(c) != 0) return;
+    c->shut = 1;
+    uv_shutdown_t *req = malloc(sizeof *req);
+    if (!req) {
+        conn_finish_close(c);
+        return;
+    }
+    req->data = c;
+    c->refs++;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, on_shutdown) != 0) {
+        free(req);
+        c->refs--;
+        conn_finish_close(c);
+    }
+}
+
+void tw_conn_close(tw_conn *c)
+{
+    if (c->closing) return;
+    c->closing = 1;
+    c->deadline_ms = tw_now_ms(c->srv) + CLOSE_GRACE_MS;
+    int rc = uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb); /* to see the peer's FIN */
+    if (rc != 0 && rc != UV_EALREADY) {
+        conn_finish_close(c);
+        return;
+    }
+    conn_shutdown_when_flushed(c);
+    /* else: the turn's flush writes the queue and after_write shuts down */
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    tw_conn *c = h->data;
+    /* Every read is consumed (parsed, or copied by wslay) before the next one starts. */
+    buf->base = (char *)c->srv->readbuf;
+    buf->len = sizeof c->srv->readbuf;
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    tw_conn *c = stream->data;
+    if (nread == 0) return; /* EAGAIN */
+    if (nread < 0) {
+        if (nread != UV_EOF && nread != UV_ECONNRESET)
+            tw_debug("conn-read", "conn %llu: read failed: %s", (unsigned long long)c->id,
+                     uv_strerror((int)nread));
+        /* The peer is gone: what it has not read cannot reach it. */
+        conn_finish_close(c);
+        return;
+    }
+    if (c->closing) return; /* lingering: discard until the peer closes */
+    c->last_recv_ms = tw_now_ms(c->srv);
+    c->srv->stats.bytes_in += (uint64_t)nread;
+    if (c->kind == TW_CONN_WS)
+        tw_session_feed(c->session, (const uint8_t *)buf->base, (size_t)nread);
+    else
+        http_input(c, buf->base, (size_t)nread);
+}
+
+void tw_conn_on_accept(uv_stream_t *listener, int status)
+{
+    tw_server *srv = listener->data;
+    if (status < 0) {
+        tw_warn("accept", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    tw_conn *c = calloc(1, sizeof *c);
+    if (!c || uv_tcp_init(srv->loop, &c->tcp) != 0) {
+        free(c);
+        tw_warn("accept", "out of memory accepting a connection");
+        return;
+    }
+    c->tcp.data = c;
+    c->srv = srv;
+    c->refs = 1;
+    c->id = ++srv->next_conn_id;
+    c->next = srv->conns;
+    if (srv->conns) srv->conns->prev = c;
+    srv->conns = c;
+    srv->nconns++;
+    tw_buf_init(&c->http_pending, 0);
+    if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+        conn_finish_close(c);
+        return;
+    }
+    if (srv->nconns > (size_t)srv->cfg->max_connections || srv->draining) {
+        srv->stats.connections_refused++;
+        conn_finish_close(c);
+        return;
+    }
+    srv->stats.connections_total++;
+    uv_tcp_nodelay(&c->tcp, 1);
+    c->http = malloc(sizeof *c->http);
+    if (!c->http) {
+        conn_finish_close(c);
+        return;
+    }
+    tw_http_reader_init(c->http, (size_t)srv->cfg->max_header_bytes,
+                        (size_t)srv->cfg->max_message_size);
+    c->last_recv_ms = tw_now_ms(srv);
+    c->deadline_ms = c->last_recv_ms + (uint64_t)srv->cfg->handshake_timeout_ms;
+    if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) != 0) conn_finish_close(c);
+}
+
+/* Writes a response with no body tied to a request that must end the connection. */
+static void http_refuse(tw_conn *c, int status, const char *extra_headers)
+{
+    char body[96];
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}\n", tw_http_status_text(status));
+    c->http_keep_alive = 0;
+    tw_conn_http_respond(c, status, "application/json", body, (size_t)n, extra_headers);
+}
+
+void tw_conn_http_respond(tw_conn *c, int status, const char *type, const void *body, size_t len,
+                          const char *extra_headers)
+{
+    tw_buf b;
+    tw_buf_init(&b, 0);
+    tw_frame *f = NULL;
+    if (tw_http_write_response(&b, status, type, body, len, c->http_keep_alive, extra_headers) ==
+        0)
+        f = tw_frame_raw(&b);
+    tw_buf_free(&b);
+    if (!f) {
+        tw_conn_close(c);
+        return;
+    }
+    tw_conn_send(c, f);
+    c->http_busy = 0;
+    if (!c->http_keep_alive || c->srv->draining) {
+        tw_conn_close(c);
+        return;
+    }
+    /* Ready for the next request on this connection, starting with bytes that came early. */
+    tw_http_reader_reset(c->http);
+    c->deadline_ms = tw_now_ms(c->srv) + (uint64_t)c->srv->cfg->handshake_timeout_ms;
+    if (c->http_pending.len) {
+        tw_buf pending = c->http_pending;
+        tw_buf_init(&c->http_pending, 0);
+        http_input(c, (const char *)tw_buf_data(&pending), pending.len);
+        tw_buf_free(&pending);
+    }
+    if (!c->closing && !c->http_busy) uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
+}
+
+static void upgrade(tw_conn *c, const char *rest, size_t rest_len)
+{
+    tw_server *srv = c->srv;
+    tw_http_request *req = &c->http->req;
+    if (strcmp(req->path, "/ws") != 0) {
+        http_refuse(c, 404, NULL);
+        return;
+    }
+    char accept[29];
+    int proto;
+    int status = tw_ws_check_upgrade(req, ws_protocols, 2, accept, &proto);
+    if (status) {
+        tw_debug("ws-refused", "conn %llu: upgrade refused with %d", (unsigned long long)c->id,
+                 status);
+        http_refuse(c, status, status == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+        return;
+    }
+    if (srv->draining) {
+        http_refuse(c, 503, "Retry-After: 1\r\n");
+        return;
+    }
+    tw_buf b;
+    tw_buf_init(&b, 0);
+    int rc = tw_buf_printf(&b,
+                           "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n",
+                           accept);
+    if (!rc && proto >= 0)
+        rc = tw_buf_printf(&b, "Sec-WebSocket-Protocol: %s\r\n", ws_protocols[proto]);
+    if (!rc) rc = tw_buf_append(&b, "\r\n", 2);
+    tw_frame *f = rc ? NULL : tw_frame_raw(&b);
+    tw_buf_free(&b);
+    tw_session *s = f ? tw_session_new(c, proto == 1 ? TW_ENC_MSGPACK : TW_ENC_JSON) : NULL;
+    if (!s) {
+        if (f) tw_frame_unref(f);
+        conn_finish_close(c);
+        return;
+    }
+    tw_conn_send(c, f);
+    tw_http_reader_free(c->http);
+    free(c->http);
+    c->http = NULL;
+    c->kind = TW_CONN_WS;
+    c->session = s;
+    c->last_ping_ms = tw_now_ms(srv);
+    srv->nsessions++;
+    srv->stats.ws_sessions_total++;
+    /* Bytes after the request head are already WebSocket frames: never drop them. */
+    if (rest_len) tw_session_feed(s, (const uint8_t *)rest, rest_len);
+}
+
+static void http_input(tw_conn *c, const char *data, size_t len)
+{
+    while (len > 0 && !c->closing && c->kind == TW_CONN_HTTP) {
+        if (c->http_busy) {
+            /* A response is pending: keep what follows (bounded) until it is written. */
+            if (c->http_pending.len + len > c->http->max_head + c->http->max_body ||
+                tw_buf_append(&c->http_pending, data, len) != 0)
+                tw_conn_close(c);
+            return;
+        }
+        size_t used = 0;
+        int r = tw_http_feed(c->http, data, len, &used);
+        data += used;
+        len -= used;
+        switch (r) {
+        case TW_HTTP_NEED_MORE:
+            return;
+        case TW_HTTP_ERROR:
+            tw_debug("http-bad", "conn %llu: bad request (%d)", (unsigned long long)c->id,
+                     c->http->status);
+            http_refuse(c, c->http->status, NULL);
+            return;
+        case TW_HTTP_UPGRADE:
+            c->srv->stats.http_requests_total++;
+            upgrade(c, data, len);
+            return;
+        case TW_HTTP_COMPLETE:
+            c->srv->stats.http_requests_total++;
+            c->http_keep_alive = (uint8_t)c->http->req.keep_alive;
+            c->http_busy = 1;
+            tw_api_handle(c, &c->http->req);
+            if (c->http_busy && len && !c->closing) {
+                uv_read_stop((uv_stream_t *)&c->tcp);
+                continue; /* stores the rest as pending */
+            }
+            if (c->http_busy) uv_read_stop((uv_stream_t *)&c->tcp);
+            break;
+        }
+    }
+}
+
+void tw_conn_tick(tw_server *srv, uint64_t now)
+{
+    const tw_config *cfg = srv->cfg;
+    for (tw_conn *c = srv->conns, *next; c; c = next) {
+        next = c->next;
+        if (c->closed) continue;
+        if (c->closing) {
+            if (now >= c->deadline_ms) conn_finish_close(c);
+            continue;
+        }
+        if (c->kind == TW_CONN_HTTP) {
+            /* Slowloris: the whole request must arrive in time; a pending commit is ours. */
+            if (!c->http_busy && now >= c->deadline_ms) {
+                tw_debug("http-timeout", "conn %llu: request not complete in time",
+                         (unsigned long long)c->id);
+                conn_finish_close(c);
+            }
+            continue;
+        }
+        tw_session *s = c->session;
+        if (tw_ws_closing(&s->ws)) {
+            tw_conn_close(c);
+            continue;
+        }
+        if (now - c->last_recv_ms >= (uint64_t)cfg->idle_timeout_ms) {
+            tw_session_close(s, 1001, "idle timeout");
+            continue;
+        }
+        if (s->stalled_since_ms && now - s->stalled_since_ms >= (uint64_t)cfg->slow_consumer_timeout_ms) {
+            srv->stats.slow_consumer_closes++;
+            tw_info("slow-consumer", "session %s stayed behind for %lld ms: closing with 4208",
+                    s->id, (long long)(now - s->stalled_since_ms));
+            tw_session_close(s, 4208, "slow consumer");
+            continue;
+        }
+        if (now - c->last_ping_ms >= (uint64_t)cfg->ping_interval_ms) {
+            c->last_ping_ms = now;
+            tw_ws_ping(&s->ws);
+        }
+    }
+}

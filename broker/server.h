@@ -1,0 +1,287 @@
+/*
+ * server.h — the node: one libuv loop that owns every connection, session, channel and
+ * subscription, plus the store's writer thread, which hands committed batches back to the
+ * loop through a mutex-protected list and a uv_async (coalescing: the loop drains all).
+ *
+ * The path of a publish: session or HTTP API -> tw_server_publish() -> store writer thread
+ * (group commit, fsync) -> commit list -> loop: tw_event made once, fanned out to the
+ * channel's live subscribers (each gets a reference to one shared frame per encoding),
+ * then the publisher's ack. Nothing is delivered or acknowledged before its commit.
+ *
+ * Everything here is loop-thread only unless a comment says otherwise.
+ */
+#ifndef TW_SERVER_H
+#define TW_SERVER_H
+
+#include <pthread.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config.h"
+#include "event.h"
+#include "http.h"
+#include "protocol.h"
+#include "stats.h"
+#include "store.h"
+#include "ws.h"
+
+typedef struct tw_server tw_server;
+typedef struct tw_conn tw_conn;
+typedef struct tw_session tw_session;
+typedef struct tw_channel tw_channel;
+typedef struct tw_sub tw_sub;
+typedef struct tw_publish tw_publish;
+
+/* ---- Connections (conn.c): one TCP client, first HTTP, then maybe WebSocket. ---------- */
+
+enum { TW_CONN_HTTP = 0, TW_CONN_WS = 1 };
+
+struct tw_conn {
+    uv_tcp_t tcp; /* tcp.data == this */
+    tw_server *srv;
+    uint64_t id;
+    tw_conn *prev, *next;  /* all connections */
+    tw_conn *dirty_next;   /* connections with output to flush this loop turn */
+    uint8_t kind;          /* TW_CONN_* */
+    uint8_t dirty;
+    uint8_t closing;       /* input ignored; FIN once the output is flushed, then linger */
+    uint8_t shut;          /* uv_shutdown issued */
+    uint8_t closed;        /* uv_close called */
+    uint32_t refs;         /* 1 for the socket + 1 per publish awaiting its ack */
+
+    /* Output: a ring of frames not yet handed to uv_write, and what is in flight. */
+    tw_frame **q;
+    uint32_t q_head, q_len, q_cap;
+    size_t q_bytes;
+    size_t inflight_bytes;
+
+    uint64_t deadline_ms;  /* HTTP: request due by; closing: hard close at (loop time) */
+    uint64_t last_recv_ms; /* loop time of the last byte received */
+    uint64_t last_ping_ms;
+
+    /* TW_CONN_HTTP */
+    tw_http_reader *http;
+    tw_buf http_pending;   /* bytes after a request whose response is not written yet */
+    uint8_t http_busy;     /* a response is pending (publish awaiting its commit) */
+    uint8_t http_keep_alive;
+
+    /* TW_CONN_WS */
+    tw_session *session;
+};
+
+/* Queues a frame for the client; takes over one reference. The bytes go out in one
+ * uv_write with everything else queued this loop turn. */
+void tw_conn_send(tw_conn *c, tw_frame *f);
+
+/* Bytes queued and in flight to the client: the flow-control figure. */
+static inline size_t tw_conn_backlog(const tw_conn *c)
+{
+    return c->q_bytes + c->inflight_bytes;
+}
+
+/* Stops reading and closes the connection once its output is written (or at the hard
+ * deadline). Frees it in the close callback when no publish still refers to it. */
+void tw_conn_close(tw_conn *c);
+
+/* Closes the socket at once, without flushing (shutdown, or a peer that is gone). */
+void tw_conn_abort(tw_conn *c);
+
+/* Drops one reference taken for a pending publish. */
+void tw_conn_unref(tw_conn *c);
+
+/* Writes every dirty connection's queue (called at the end of each loop turn). */
+void tw_conn_flush_all(tw_server *srv);
+
+/* libuv callbacks wired by server.c. */
+void tw_conn_on_accept(uv_stream_t *listener, int status);
+
+/* Per-second checks: handshake deadlines, pings, idle and slow-consumer timeouts. */
+void tw_conn_tick(tw_server *srv, uint64_t now_ms);
+
+/* An HTTP response on a connection in HTTP mode; resumes reading the next request. */
+void tw_conn_http_respond(tw_conn *c, int status, const char *type, const void *body, size_t len,
+                          const char *extra_headers);
+
+/* ---- Sessions (session.c): the protocol over one WebSocket. ------------------------- */
+
+struct tw_session {
+    tw_conn *conn;
+    tw_ws ws;
+    tw_encoding enc;
+    char id[24];
+    tw_sub *subs;          /* every subscription of this session */
+    size_t nsubs;
+    tw_sub *cu_head, *cu_tail; /* subscriptions being fed from the log, round-robin */
+    tw_session *ready_next;    /* in the server's catch-up work list */
+    uint8_t in_ready;
+    uint64_t stalled_since_ms; /* backlog went over the high-water mark and stayed (0: not) */
+};
+
+/* Makes the session of a connection that was just upgraded. */
+tw_session *tw_session_new(tw_conn *c, tw_encoding enc);
+
+/* Feeds bytes read from the socket. */
+void tw_session_feed(tw_session *s, const uint8_t *data, size_t len);
+
+/* Closes the WebSocket with a close code (the connection follows). */
+void tw_session_close(tw_session *s, uint16_t code, const char *reason);
+
+/* Frees the session (its subscriptions first). Called when the connection closes. */
+void tw_session_free(tw_session *s);
+
+/* Sends a reply built by the codec; on encoding failure closes with 1011. */
+void tw_session_send_buf(tw_session *s, tw_buf *b);
+
+/* Sends an error reply. */
+void tw_session_error(tw_session *s, const int64_t *id, int code, const char *message);
+
+/* The backlog shrank (write completed): resume feeding from the log if it was waiting. */
+void tw_session_on_drain(tw_session *s);
+
+/* ---- Channels and subscriptions (channel.c) ---------------------------------------- */
+
+struct tw_channel {
+    char *name;
+    size_t len;
+    uint32_t hash;
+    tw_channel *hnext;
+    tw_sub *live;  /* subscriptions at the head, fed from memory */
+    size_t nsubs;  /* all subscriptions, live or catching up */
+};
+
+/*
+ * A subscription is a reader of its channel's log. `last_lsn` is the local log position of
+ * the last event it was sent. Live, it is in the channel's live list and takes events from
+ * the fan-out. Catching up (a resume, `last`, or a backlog over the high-water mark), it is
+ * out of the live list and reads the log after last_lsn in chunks whenever its session's
+ * backlog allows, until a read reaches the end of the channel: then it goes live again.
+ * The hand-over has no gap because every event the fan-out has already passed was committed
+ * before the read began (the read sees it), and no duplicate because the fan-out skips
+ * events at or below last_lsn (committed, read, but not yet fanned out).
+ */
+struct tw_sub {
+    tw_channel *ch;
+    tw_session *sess;
+    tw_sub *ch_prev, *ch_next; /* channel's live list */
+    tw_sub *s_next;            /* session's list */
+    tw_sub *cu_next;           /* session's catch-up list */
+    uint64_t last_lsn;
+    uint8_t live;
+    uint8_t in_cu;
+    uint8_t filtering;         /* skip events the resume cursor has seen (first replay) */
+    tw_cursor filter;
+};
+
+int tw_channels_init(tw_server *srv);
+void tw_channels_free(tw_server *srv);
+
+/*
+ * Subscribes a session to a channel. With `from_log` the subscription starts by reading the
+ * log after `after_lsn` (filtering events at or below `filter` when given: it takes the
+ * cursor's storage); otherwise it is live from the current fan-out position.
+ * Returns the subscription or NULL on ENOMEM.
+ */
+tw_sub *tw_sub_start(tw_session *s, const char *channel, size_t len, int from_log,
+                     uint64_t after_lsn, tw_cursor *filter);
+
+/* Ends a subscription (unsubscribe or session end). */
+void tw_sub_end(tw_sub *sub);
+
+/* Fans a committed event out to its channel's live subscriptions. */
+void tw_fanout(tw_server *srv, tw_event *ev);
+
+/* Moves a live subscription to catching up from the log (its session is behind). */
+void tw_sub_fall_behind(tw_sub *sub);
+
+/* Feeds catching-up subscriptions from the log within a per-turn budget. Returns 1 when
+ * work remains for the next turn. */
+int tw_catchup_run(tw_server *srv);
+
+/* Puts a session on the catch-up work list. */
+void tw_catchup_schedule(tw_session *s);
+
+/* ---- Publishing (server.c) ---------------------------------------------------------- */
+
+enum { TW_PUB_WS = 0, TW_PUB_HTTP = 1 };
+
+struct tw_publish {
+    tw_store_append app; /* first: the store's completion hands back &app */
+    tw_conn *conn;       /* who waits for the ack (holds a reference), or NULL */
+    uint8_t kind;        /* TW_PUB_* */
+    uint8_t has_id;
+    int64_t id;
+    char *channel;       /* owned until the event takes it */
+    uint8_t *data;
+    tw_publish *next;
+};
+
+/*
+ * Appends an event to the log; the ack (WebSocket `ack` or the HTTP response) follows the
+ * commit. Takes ownership of channel and data in every case. Returns 0, or an HTTP-like
+ * error code (503 overloaded or stopping, 500) without having queued anything.
+ */
+int tw_server_publish(tw_server *srv, tw_conn *conn, int kind, const int64_t *id, char *channel,
+                      size_t channel_len, uint8_t data_enc, uint8_t *data, size_t data_len);
+
+/* Origin ids are interned once: events and the head vector point at the same strings. */
+typedef struct tw_origin_head {
+    char id[TW_STORE_ORIGIN_MAX + 1];
+    uint64_t last_seq; /* newest seq fanned out */
+} tw_origin_head;
+
+struct tw_server {
+    uv_loop_t *loop;
+    const tw_config *cfg;
+    tw_proto_limits limits;
+    tw_store *store;
+    tw_store_reader *reader; /* loop thread's reader: replays and subscribes */
+    const char *origin;      /* this node's origin id */
+    uint64_t started_ms;     /* wall clock */
+    int ready;
+    int draining;
+    uint64_t drain_deadline_ms;
+
+    uv_tcp_t listener;
+    uv_async_t commit_async;
+    pthread_mutex_t commit_mu;
+    tw_publish *commit_head, *commit_tail; /* completions from the writer thread */
+    uv_check_t turn_check;  /* end of each loop turn: catch-up reads, then writes */
+    uv_idle_t turn_idle;    /* keeps the loop turning while catch-up work remains */
+    uv_timer_t tick;
+    uv_signal_t sig_term, sig_int;
+    uv_timer_t shutdown_timer;
+
+    tw_conn *conns;
+    tw_conn *dirty;
+    tw_session *ready_head, *ready_tail;
+    size_t nconns, nsessions, nsubs;
+    uint64_t next_conn_id;
+
+    tw_channel **chan_table;
+    size_t chan_cap, nchannels;
+
+    tw_origin_head **heads; /* the head vector, local origin first */
+    size_t nheads;
+    uint64_t fanout_lsn;    /* lsn of the newest event fanned out */
+    uint64_t pending_publishes;
+
+    tw_stats stats;
+    uint8_t readbuf[64 * 1024]; /* every read is consumed before the next: one buffer serves all */
+};
+
+/* Runs a node with this configuration until SIGTERM/SIGINT; returns the exit status. */
+int tw_server_run(const tw_config *cfg);
+
+/* Makes the loop run another turn without waiting for I/O (catch-up work is queued). */
+void tw_server_kick(tw_server *srv);
+
+/* The interned origin id for `origin`, adding it to the head vector if new. */
+tw_origin_head *tw_server_origin(tw_server *srv, const char *origin);
+
+/* Loop time in milliseconds. */
+static inline uint64_t tw_now_ms(tw_server *srv)
+{
+    return uv_now(srv->loop);
+}
+
+#endif /* TW_SERVER_H */

@@ -1,0 +1,48 @@
+/*
+ * stats.h — the node's counters, and /stats (JSON) and /metrics (Prometheus text) rendered
+ * from one descriptor table (stats.c), so the two can never disagree.
+ *
+ * Loop thread only; the store's own counters are read with tw_store_get_stats().
+ */
+#ifndef TW_STATS_H
+#define TW_STATS_H
+
+#include <stdint.h>
+
+#include "buf.h"
+
+typedef struct tw_stats {
+    uint64_t connections_total;
+    uint64_t connections_refused;   /* over max-connections */
+    uint64_t ws_sessions_total;
+    uint64_t http_requests_total;
+    uint64_t events_published;      /* publishes committed (WebSocket and HTTP API) */
+    uint64_t publishes_refused;     /* publishes that got an error (store full/busy/too big) */
+    uint64_t events_delivered;      /* event messages queued to subscribers, live and replay */
+    uint64_t events_replayed;       /* of which read from the log */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t resumes_recovered;
+    uint64_t resumes_unrecovered;
+    uint64_t fell_behind;           /* live subscriptions moved to catch-up (slow clients) */
+    uint64_t slow_consumer_closes;  /* closes with 4208 */
+    uint64_t request_errors;        /* error replies to WebSocket requests */
+    uint64_t protocol_closes;       /* closes for frame-level errors or oversize messages */
+    /* Per-second rates, updated by the 1 s tick. */
+    double events_in_per_s, events_out_per_s, bytes_in_per_s, bytes_out_per_s;
+    uint64_t prev_events_in, prev_events_out, prev_bytes_in, prev_bytes_out;
+    uint64_t prev_sample_ms;
+} tw_stats;
+
+struct tw_server;
+
+/* Updates the per-second rates; now_ms is loop time. */
+void tw_stats_sample(tw_stats *st, uint64_t now_ms);
+
+/* Appends the /stats JSON document. */
+int tw_stats_render_json(struct tw_server *srv, tw_buf *out);
+
+/* Appends the /metrics Prometheus text exposition (version 0.0.4). */
+int tw_stats_render_prometheus(struct tw_server *srv, tw_buf *out);
+
+#endif /* TW_STATS_H */

@@ -1,0 +1,514 @@
+/*
+ * store_read.c — readers: channel reads, cursor resolution, channel tails, origins.
+ *
+ * A reader owns one read-only txn handle and its cursors for its whole life (so one LMDB
+ * reader slot). Every call renews the txn (a fresh snapshot), reads, and resets it before
+ * returning: no snapshot outlives a call, so a slow client can never pin old pages while
+ * the broker waits on its socket. MDB_NOTLS ties the slot to the txn, not to a thread,
+ * which is what lets a reader move between threads.
+ *
+ * The reader keeps its own origin idx -> id table, filled from its snapshots. It needs no
+ * lock: an idx found in a committed record was committed with its origin row in the same
+ * txn, so the snapshot that holds the record holds the row, and an idx, once committed,
+ * never changes its origin.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "store_int.h"
+
+struct tw_store_reader {
+    tw_store *s;
+    MDB_txn *txn; /* reset between calls */
+    MDB_cursor *c_chidx;
+    MDB_cursor *c_oidx;
+    MDB_cursor *c_origins;
+    /* names[i] is the origin with idx i + 1 ("" while unknown to this reader). */
+    char (*names)[TW_STORE_ORIGIN_MAX + 1];
+    size_t n_names;
+};
+
+int tw_store_reader_new(tw_store *s, tw_store_reader **out)
+{
+    tw_store_reader *r;
+    int rc;
+
+    if (!s || !out) return TW_STORE_EINVAL;
+    r = calloc(1, sizeof(*r));
+    if (!r) return TW_STORE_ENOMEM;
+    r->s = s;
+    rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
+    if (rc) {
+        rc = tw_store__map_err(rc);
+        goto out_free_reader;
+    }
+    /* Cursors of read-only txns survive a reset and are renewed with the txn. */
+    if ((rc = mdb_cursor_open(r->txn, s->dbi_chidx, &r->c_chidx)) != 0 ||
+        (rc = mdb_cursor_open(r->txn, s->dbi_oidx, &r->c_oidx)) != 0 ||
+        (rc = mdb_cursor_open(r->txn, s->dbi_origins, &r->c_origins)) != 0) {
+        rc = tw_store__map_err(rc);
+        goto out_close_cursors;
+    }
+    mdb_txn_reset(r->txn);
+    *out = r;
+    return 0;
+
+out_close_cursors:
+    if (r->c_origins) mdb_cursor_close(r->c_origins);
+    if (r->c_oidx) mdb_cursor_close(r->c_oidx);
+    if (r->c_chidx) mdb_cursor_close(r->c_chidx);
+    mdb_txn_abort(r->txn);
+out_free_reader:
+    free(r);
+    return rc;
+}
+
+void tw_store_reader_free(tw_store_reader *r)
+{
+    if (!r) return;
+    mdb_cursor_close(r->c_origins);
+    mdb_cursor_close(r->c_oidx);
+    mdb_cursor_close(r->c_chidx);
+    mdb_txn_abort(r->txn); /* also frees a reset txn and its reader slot */
+    free(r->names);
+    free(r);
+}
+
+/* Opens a fresh snapshot for one call; end_read() closes it. */
+static int begin_read(tw_store_reader *r)
+{
+    int rc;
+
+    rc = mdb_txn_renew(r->txn);
+    if (rc) return tw_store__map_err(rc);
+    if ((rc = mdb_cursor_renew(r->txn, r->c_chidx)) != 0 ||
+        (rc = mdb_cursor_renew(r->txn, r->c_oidx)) != 0 ||
+        (rc = mdb_cursor_renew(r->txn, r->c_origins)) != 0) {
+        mdb_txn_reset(r->txn);
+        return tw_store__map_err(rc);
+    }
+    return 0;
+}
+
+static void end_read(tw_store_reader *r)
+{
+    mdb_txn_reset(r->txn);
+}
+
+/* Relearns the whole idx -> id table from the snapshot. */
+static int load_names(tw_store_reader *r)
+{
+    MDB_stat st;
+    MDB_val k, v;
+    size_t n;
+    void *p;
+    int rc;
+
+    rc = mdb_stat(r->txn, r->s->dbi_origins, &st);
+    if (rc) return tw_store__map_err(rc);
+    n = st.ms_entries;
+    if (n > r->n_names) {
+        p = realloc(r->names, n * sizeof(*r->names));
+        if (!p) return TW_STORE_ENOMEM;
+        r->names = p;
+        r->n_names = n;
+    }
+    memset(r->names, 0, r->n_names * sizeof(*r->names));
+    for (rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_NEXT)) {
+        uint32_t idx;
+
+        if (v.mv_size != TW_STORE__ORIGIN_ROW || k.mv_size == 0 || k.mv_size > TW_STORE_ORIGIN_MAX)
+            return TW_STORE_ECORRUPT;
+        idx = tw_store__get_be32(v.mv_data);
+        if (idx == 0 || idx > n) return TW_STORE_ECORRUPT;
+        memcpy(r->names[idx - 1], k.mv_data, k.mv_size);
+        r->names[idx - 1][k.mv_size] = '\0';
+    }
+    return rc == MDB_NOTFOUND ? 0 : tw_store__map_err(rc);
+}
+
+/* The id of origin idx, or NULL (with *err set) when the snapshot does not know it. */
+static const char *origin_name(tw_store_reader *r, uint32_t idx, int *err)
+{
+    if (idx == 0) {
+        *err = TW_STORE_ECORRUPT;
+        return NULL;
+    }
+    if (idx > r->n_names || r->names[idx - 1][0] == '\0') {
+        *err = load_names(r);
+        if (*err) return NULL;
+        if (idx > r->n_names || r->names[idx - 1][0] == '\0') {
+            *err = TW_STORE_ECORRUPT;
+            return NULL;
+        }
+    }
+    return r->names[idx - 1];
+}
+
+/* Channel name -> id in the current snapshot; MDB_NOTFOUND passes through. */
+static int lookup_chan(tw_store_reader *r, const char *channel, size_t len, uint32_t *id)
+{
+    MDB_val k = {len, (void *)channel}, v;
+    int rc;
+
+    rc = mdb_get(r->txn, r->s->dbi_chan, &k, &v);
+    if (rc == MDB_NOTFOUND) return rc;
+    if (rc) return tw_store__map_err(rc);
+    if (v.mv_size != 4) return TW_STORE_ECORRUPT;
+    *id = tw_store__get_be32(v.mv_data);
+    return 0;
+}
+
+/* Fetches and decodes the log record of one chidx entry, checking that both agree. */
+static int fetch_event(tw_store_reader *r, uint32_t chan_id, const MDB_val *ck, const MDB_val *cv,
+                       tw_store_event *ev)
+{
+    struct tw_store__rec rec;
+    MDB_val k, v;
+    int rc;
+
+    if (cv->mv_size != TW_STORE__CHIDX_VAL) return TW_STORE_ECORRUPT;
+    k.mv_size = 8;
+    k.mv_data = (unsigned char *)ck->mv_data + 4;
+    rc = mdb_get(r->txn, r->s->dbi_log, &k, &v);
+    if (rc) return rc == MDB_NOTFOUND ? TW_STORE_ECORRUPT : tw_store__map_err(rc);
+    rc = tw_store__decode(&v, &rec);
+    if (rc) return rc;
+    if (rec.chan_id != chan_id || rec.origin_idx != tw_store__get_be32(cv->mv_data) ||
+        rec.seq != tw_store__get_be64((unsigned char *)cv->mv_data + 4))
+        return TW_STORE_ECORRUPT;
+    ev->origin = origin_name(r, rec.origin_idx, &rc);
+    if (!ev->origin) return rc;
+    ev->seq = rec.seq;
+    ev->lsn = tw_store__get_be64(k.mv_data);
+    ev->ts_ms = rec.ts_ms;
+    ev->channel = rec.channel;
+    ev->channel_len = rec.channel_len;
+    ev->data = rec.data;
+    ev->data_len = rec.data_len;
+    ev->encoding = rec.encoding;
+    return 0;
+}
+
+int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channel_len,
+                          uint64_t after_lsn, size_t max_events, size_t max_bytes,
+                          tw_store_event_cb cb, void *arg, uint64_t *last_lsn, int *at_head)
+{
+    unsigned char key[TW_STORE__CHIDX_KEY];
+    MDB_cursor_op op = MDB_SET_RANGE;
+    uint64_t last = after_lsn;
+    size_t n = 0, bytes = 0;
+    int head = 1, stop = 0;
+    uint32_t id;
+    MDB_val k, v;
+    int rc;
+
+    if (!r || !channel || channel_len == 0 || channel_len > TW_STORE_CHANNEL_MAX || !cb ||
+        !last_lsn || !at_head)
+        return TW_STORE_EINVAL;
+    rc = begin_read(r);
+    if (rc) return rc;
+    rc = lookup_chan(r, channel, channel_len, &id);
+    if (rc == MDB_NOTFOUND || (rc == 0 && after_lsn == UINT64_MAX))
+        goto out_done; /* never written, or nothing can follow: empty, at head */
+    if (rc) goto out_end_read;
+
+    tw_store__put_be32(key, id);
+    tw_store__put_be64(key + 4, after_lsn + 1);
+    k.mv_size = sizeof(key);
+    k.mv_data = key;
+    for (;; op = MDB_NEXT) {
+        tw_store_event ev;
+
+        rc = mdb_cursor_get(r->c_chidx, &k, &v, op);
+        if (rc == MDB_NOTFOUND) break;
+        if (rc) {
+            rc = tw_store__map_err(rc);
+            goto out_end_read;
+        }
+        if (k.mv_size != TW_STORE__CHIDX_KEY) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        if (tw_store__get_be32(k.mv_data) != id)
+            break; /* the next channel's entries: this one is exhausted */
+        /* Stopping here, on an entry of this channel not passed, is what at_head 0 means. */
+        if (stop || (max_events && n >= max_events)) {
+            head = 0;
+            break;
+        }
+        rc = fetch_event(r, id, &k, &v, &ev);
+        if (rc) goto out_end_read;
+        if (max_bytes && n > 0 && (bytes >= max_bytes || ev.data_len > max_bytes - bytes)) {
+            head = 0;
+            break;
+        }
+        n++;
+        bytes += ev.data_len;
+        last = ev.lsn;
+        if (cb(arg, &ev)) stop = 1;
+    }
+out_done:
+    rc = 0;
+    *last_lsn = last;
+    *at_head = head;
+out_end_read:
+    end_read(r);
+    return rc;
+}
+
+/* The cursor's seq for origin id (key bytes); 0 when absent. If an origin is named twice
+ * the smaller seq counts: replaying too much is safe, too little is not. */
+static uint64_t cursor_seq(const tw_store_cursor_entry *e, size_t n, const MDB_val *id)
+{
+    uint64_t c = UINT64_MAX;
+    int found = 0;
+    size_t i;
+
+    for (i = 0; i < n; i++) {
+        if (strnlen(e[i].origin, id->mv_size + 1) == id->mv_size &&
+            memcmp(e[i].origin, id->mv_data, id->mv_size) == 0 && (!found || e[i].seq < c)) {
+            c = e[i].seq;
+            found = 1;
+        }
+    }
+    return found ? c : 0;
+}
+
+/* Does this snapshot know every origin the cursor names? */
+static int all_known(tw_store_reader *r, const tw_store_cursor_entry *e, size_t n, int *known)
+{
+    size_t i;
+
+    *known = 1;
+    for (i = 0; i < n; i++) {
+        size_t len = strnlen(e[i].origin, TW_STORE_ORIGIN_MAX + 1);
+        MDB_val k = {len, (void *)e[i].origin}, v;
+        int rc;
+
+        /* A cursor comes from a client: a malformed origin is merely unknown. */
+        if (len == 0 || len > TW_STORE_ORIGIN_MAX) {
+            *known = 0;
+            return 0;
+        }
+        rc = mdb_get(r->txn, r->s->dbi_origins, &k, &v);
+        if (rc == MDB_NOTFOUND) {
+            *known = 0;
+            return 0;
+        }
+        if (rc) return tw_store__map_err(rc);
+    }
+    return 0;
+}
+
+int tw_store_resolve_cursor(tw_store_reader *r, const tw_store_cursor_entry *entries, size_t n,
+                            uint64_t *after_lsn, int *recovered)
+{
+    unsigned char key[TW_STORE__OIDX_KEY];
+    uint64_t best = UINT64_MAX;
+    int rec, found = 0;
+    MDB_val k, v;
+    size_t i;
+    int rc;
+
+    if (!r || !after_lsn || !recovered || (n && !entries)) return TW_STORE_EINVAL;
+    for (i = 0; i < n; i++)
+        if (!entries[i].origin) return TW_STORE_EINVAL;
+    if (n == 0) {
+        *after_lsn = 0;
+        *recovered = 1;
+        return 0;
+    }
+
+    rc = begin_read(r);
+    if (rc) return rc;
+    rc = all_known(r, entries, n, &rec);
+    if (rc) goto out_end_read;
+
+    /*
+     * For each origin the first event the cursor has not seen is (idx, c + 1) or the
+     * next kept one; reading after the smallest of their lsns minus one yields every
+     * unseen event. Origins the cursor has fully seen add no bound.
+     */
+    for (rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_NEXT)) {
+        const unsigned char *row = v.mv_data;
+        uint64_t c, first, last;
+        MDB_val ok, ov;
+        uint32_t idx;
+        int rc2;
+
+        if (v.mv_size != TW_STORE__ORIGIN_ROW) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        idx = tw_store__get_be32(row);
+        first = tw_store__get_be64(row + 4);
+        last = tw_store__get_be64(row + 12);
+        c = cursor_seq(entries, n, &k);
+        if (c >= last) continue;
+        if (first == 0 || first > c + 1) rec = 0; /* unseen events of this origin were trimmed */
+
+        tw_store__put_be32(key, idx);
+        tw_store__put_be64(key + 4, c + 1);
+        ok.mv_size = sizeof(key);
+        ok.mv_data = key;
+        rc2 = mdb_cursor_get(r->c_oidx, &ok, &ov, MDB_SET_RANGE);
+        if (rc2 == MDB_NOTFOUND) continue;
+        if (rc2) {
+            rc = tw_store__map_err(rc2);
+            goto out_end_read;
+        }
+        if (ok.mv_size != TW_STORE__OIDX_KEY || ov.mv_size != 8) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        if (tw_store__get_be32(ok.mv_data) != idx) continue;
+        if (tw_store__get_be64(ov.mv_data) - 1 < best) best = tw_store__get_be64(ov.mv_data) - 1;
+        found = 1;
+    }
+    if (rc != MDB_NOTFOUND) {
+        rc = tw_store__map_err(rc);
+        goto out_end_read;
+    }
+    if (!found) {
+        /* Nothing unseen: start at the head, so only events committed later are read. */
+        k.mv_size = 8;
+        k.mv_data = "last_lsn";
+        rc = mdb_get(r->txn, r->s->dbi_meta, &k, &v);
+        if (rc) {
+            rc = tw_store__map_err(rc);
+            goto out_end_read;
+        }
+        if (v.mv_size != 8) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        best = tw_store__get_be64(v.mv_data);
+    }
+    rc = 0;
+    *after_lsn = best;
+    *recovered = rec;
+out_end_read:
+    end_read(r);
+    return rc;
+}
+
+int tw_store_channel_tail(tw_store_reader *r, const char *channel, size_t channel_len, size_t count,
+                          uint64_t *after_lsn)
+{
+    unsigned char key[TW_STORE__CHIDX_KEY];
+    uint64_t result = 0;
+    MDB_cursor_op op;
+    size_t seen = 0;
+    uint32_t id;
+    MDB_val k, v;
+    int rc;
+
+    if (!r || !channel || channel_len == 0 || channel_len > TW_STORE_CHANNEL_MAX || !after_lsn)
+        return TW_STORE_EINVAL;
+    rc = begin_read(r);
+    if (rc) return rc;
+    rc = lookup_chan(r, channel, channel_len, &id);
+    if (rc == MDB_NOTFOUND) goto out_done;
+    if (rc) goto out_end_read;
+
+    /* Land on the channel's newest entry: just before the next channel's first one. */
+    if (id < UINT32_MAX) {
+        tw_store__put_be32(key, id + 1);
+        tw_store__put_be64(key + 4, 0);
+        k.mv_size = sizeof(key);
+        k.mv_data = key;
+        rc = mdb_cursor_get(r->c_chidx, &k, &v, MDB_SET_RANGE);
+        op = rc == 0 ? MDB_PREV : MDB_LAST;
+    } else {
+        rc = MDB_NOTFOUND;
+        op = MDB_LAST;
+    }
+    if (rc != 0 && rc != MDB_NOTFOUND) {
+        rc = tw_store__map_err(rc);
+        goto out_end_read;
+    }
+    for (;; op = MDB_PREV) {
+        uint64_t lsn;
+
+        rc = mdb_cursor_get(r->c_chidx, &k, &v, op);
+        if (rc == MDB_NOTFOUND) break;
+        if (rc) {
+            rc = tw_store__map_err(rc);
+            goto out_end_read;
+        }
+        if (k.mv_size != TW_STORE__CHIDX_KEY) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        if (tw_store__get_be32(k.mv_data) != id) break;
+        lsn = tw_store__get_be64((unsigned char *)k.mv_data + 4);
+        if (count == 0) {
+            result = lsn; /* after the newest: nothing to read yet */
+            break;
+        }
+        if (++seen == count) {
+            result = lsn - 1;
+            break;
+        }
+    }
+out_done:
+    rc = 0;
+    *after_lsn = result; /* 0 when the channel has fewer than count events */
+out_end_read:
+    end_read(r);
+    return rc;
+}
+
+int tw_store_origins(tw_store_reader *r, tw_store_origin_info *out, size_t cap, size_t *n)
+{
+    MDB_stat st;
+    MDB_val k, v;
+    size_t total;
+    int rc;
+
+    if (!r || !n || (cap && !out)) return TW_STORE_EINVAL;
+    rc = begin_read(r);
+    if (rc) return rc;
+    rc = mdb_stat(r->txn, r->s->dbi_origins, &st);
+    if (rc) {
+        rc = tw_store__map_err(rc);
+        goto out_end_read;
+    }
+    total = st.ms_entries;
+    /* idx is dense 1..total in order of first sight (this node's is 1): it is the slot. */
+    for (rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_NEXT)) {
+        const unsigned char *row = v.mv_data;
+        uint32_t idx;
+
+        if (v.mv_size != TW_STORE__ORIGIN_ROW || k.mv_size == 0 ||
+            k.mv_size > TW_STORE_ORIGIN_MAX) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        idx = tw_store__get_be32(row);
+        if (idx == 0 || idx > total) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        if (idx <= cap) {
+            tw_store_origin_info *o = &out[idx - 1];
+            memcpy(o->origin, k.mv_data, k.mv_size);
+            o->origin[k.mv_size] = '\0';
+            o->first_seq = tw_store__get_be64(row + 4);
+            o->last_seq = tw_store__get_be64(row + 12);
+        }
+    }
+    if (rc != MDB_NOTFOUND) {
+        rc = tw_store__map_err(rc);
+        goto out_end_read;
+    }
+    rc = 0;
+    *n = total;
+out_end_read:
+    end_read(r);
+    return rc;
+}
