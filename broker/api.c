@@ -1,44 +1,12 @@
 /* api.c — see api.h. */
 #include "api.h"
 
-#include <cjson/cJSON.h>
+#include <errno.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
-
-/* Strict UTF-8 (no overlongs, surrogates or code points above U+10FFFF): cJSON copies
- * string bytes as they are, and a JSON subscriber must never be sent invalid text. */
-static int utf8_valid(const uint8_t *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        uint8_t c = s[i];
-        size_t len;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
-            return 0;
-        }
-        if (n - i < len) return 0;
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) return 0;
-            cp = (cp << 6) | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-        i += len;
-    }
-    return 1;
-}
 
 static void respond_json(tw_conn *c, int status, tw_buf *body)
 {
@@ -70,48 +38,24 @@ static int api_authorized(tw_conn *c, const tw_http_request *req)
     return kl == gl && CRYPTO_memcmp(key, given, kl) == 0;
 }
 
-/* POST /api/publish {"channel": "...", "data": ...} -> {"pos": "..."} after the commit. */
+/* POST /api/publish {"channel": "...", "data": ...} -> {"pos": "..."} after the commit. The
+ * body goes through the same codec as a WebSocket publish: same checks, data kept exactly. */
 static void api_publish(tw_conn *c, tw_http_request *req)
 {
     tw_server *srv = c->srv;
-    const char *text = (const char *)tw_buf_data(&req->body);
-    size_t len = req->body.len;
-    if (!utf8_valid((const uint8_t *)text, len)) {
-        respond_error(c, 400, "body is not valid UTF-8");
+    tw_request r;
+    tw_proto_error err;
+    int rc = tw_proto_decode_as(TW_ENC_JSON, TW_OP_PUBLISH, tw_buf_data(&req->body), req->body.len,
+                                &srv->limits, &r, &err);
+    if (rc != 0) {
+        respond_error(c, rc == -EINVAL ? err.code : 500, rc == -EINVAL ? err.message : "out of memory");
         return;
     }
-    const char *end = NULL;
-    cJSON *root = len ? cJSON_ParseWithLengthOpts(text, len, &end, 0) : NULL;
-    if (!root || end != text + len || !cJSON_IsObject(root)) {
-        cJSON_Delete(root);
-        respond_error(c, 400, "body must be a JSON object {\"channel\": ..., \"data\": ...}");
-        return;
-    }
-    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(root, "channel");
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(root, "data");
-    const char *problem = NULL;
-    if (!cJSON_IsString(ch)) problem = "channel must be a string";
-    else if (!tw_channel_valid(ch->valuestring, strlen(ch->valuestring),
-                               srv->limits.max_channel_len))
-        problem = "channel must be 1-255 visible ASCII characters";
-    else if (!data) problem = "data is required";
-    if (problem) {
-        cJSON_Delete(root);
-        respond_error(c, 400, problem);
-        return;
-    }
-    size_t clen = strlen(ch->valuestring);
-    char *channel = strdup(ch->valuestring);
-    char *json = cJSON_PrintUnformatted(data);
-    cJSON_Delete(root);
-    if (!channel || !json) {
-        free(channel);
-        free(json);
-        respond_error(c, 500, "out of memory");
-        return;
-    }
-    int code = tw_server_publish(srv, c, TW_PUB_HTTP, NULL, channel, clen, TW_ENC_JSON,
-                                 (uint8_t *)json, strlen(json));
+    int code = tw_server_publish(srv, c, TW_PUB_HTTP, NULL, r.sub.channel, r.sub.channel_len,
+                                 r.data_encoding, r.data, r.data_len);
+    r.sub.channel = NULL; /* the server took them */
+    r.data = NULL;
+    tw_request_free(&r);
     if (code) {
         srv->stats.publishes_refused++;
         respond_error(c, code, code == 503 ? "the log is not taking writes now, retry"

@@ -35,11 +35,9 @@ void tw_buf_free(tw_buf *b)
 int tw_buf_reserve(tw_buf *b, size_t n)
 {
     size_t used = b->head + b->len;
-    if (n > SIZE_MAX - used)
-        return -ENOMEM;
+    if (n > SIZE_MAX - used) return -ENOMEM;
     size_t need = used + n;
-    if (b->base && need <= b->cap)
-        return 0;
+    if (b->base && need <= b->cap) return 0;
 
     /* Doubling keeps appends amortised O(1); start at BUF_MIN_CAP to skip tiny steps. */
     size_t cap = b->cap > BUF_MIN_CAP ? b->cap : BUF_MIN_CAP;
@@ -51,8 +49,7 @@ int tw_buf_reserve(tw_buf *b, size_t n)
         cap *= 2;
     }
     uint8_t *p = realloc(b->base, cap);
-    if (!p)
-        return -ENOMEM;
+    if (!p) return -ENOMEM;
     b->base = p;
     b->cap = cap;
     return 0;
@@ -60,11 +57,9 @@ int tw_buf_reserve(tw_buf *b, size_t n)
 
 int tw_buf_append(tw_buf *b, const void *p, size_t n)
 {
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     int rc = tw_buf_reserve(b, n);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     memcpy(b->base + b->head + b->len, p, n);
     b->len += n;
     return 0;
@@ -78,8 +73,7 @@ int tw_buf_append_str(tw_buf *b, const char *s)
 int tw_buf_putc(tw_buf *b, char c)
 {
     int rc = tw_buf_reserve(b, 1);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     b->base[b->head + b->len++] = (uint8_t)c;
     return 0;
 }
@@ -91,8 +85,7 @@ int tw_buf_vprintf(tw_buf *b, const char *fmt, va_list ap)
     va_list ap2;
     va_copy(ap2, ap);
     int rc = tw_buf_reserve(b, 64);
-    if (rc)
-        goto out;
+    if (rc) goto out;
     size_t room = b->cap - b->head - b->len;
     int n = vsnprintf((char *)b->base + b->head + b->len, room, fmt, ap);
     if (n < 0) {
@@ -101,8 +94,7 @@ int tw_buf_vprintf(tw_buf *b, const char *fmt, va_list ap)
     }
     if ((size_t)n >= room) {
         rc = tw_buf_reserve(b, (size_t)n + 1);
-        if (rc)
-            goto out;
+        if (rc) goto out;
         vsnprintf((char *)b->base + b->head + b->len, (size_t)n + 1, fmt, ap2);
     }
     b->len += (size_t)n;
@@ -123,7 +115,7 @@ int tw_buf_printf(tw_buf *b, const char *fmt, ...)
 /* Extra output bytes each input byte costs inside a JSON string: 0 (as is), 1 (\n) or 5
  * (\u001f). */
 static const uint8_t json_escape_extra[256] = {
-    ['\b'] = 1, ['\t'] = 1, ['\n'] = 1, ['\f'] = 1, ['\r'] = 1, ['"'] = 1, ['\\'] = 1,
+    ['\b'] = 1, ['\t'] = 1, ['\n'] = 1, ['\f'] = 1, ['\r'] = 1, ['"'] = 1,  ['\\'] = 1,
     [0x00] = 5, [0x01] = 5, [0x02] = 5, [0x03] = 5, [0x04] = 5, [0x05] = 5, [0x06] = 5,
     [0x07] = 5, [0x0b] = 5, [0x0e] = 5, [0x0f] = 5, [0x10] = 5, [0x11] = 5, [0x12] = 5,
     [0x13] = 5, [0x14] = 5, [0x15] = 5, [0x16] = 5, [0x17] = 5, [0x18] = 5, [0x19] = 5,
@@ -140,25 +132,21 @@ int tw_buf_append_json_string(tw_buf *b, const char *s, size_t n)
     size_t out = 2, extra = 0;
     for (size_t i = 0; i < n; i++)
         extra += json_escape_extra[in[i]];
-    if (n > SIZE_MAX - out - extra)
-        return -ENOMEM;
+    if (n > SIZE_MAX - out - extra) return -ENOMEM;
     out += n + extra;
     int rc = tw_buf_reserve(b, out);
-    if (rc)
-        return rc;
+    if (rc) return rc;
 
     uint8_t *w = b->base + b->head + b->len;
     *w++ = '"';
     if (extra == 0) {
-        if (n)
-            memcpy(w, in, n);
+        if (n) memcpy(w, in, n);
         w += n;
     } else {
         size_t run = 0; /* start of the pending run of bytes copied as they are */
         for (size_t i = 0; i < n; i++) {
             uint8_t c = in[i];
-            if (!json_escape_extra[c])
-                continue;
+            if (!json_escape_extra[c]) continue;
             memcpy(w, in + run, i - run);
             w += i - run;
             run = i + 1;
@@ -202,16 +190,13 @@ int tw_buf_append_json_string(tw_buf *b, const char *s, size_t n)
 
 int tw_buf_prepend(tw_buf *b, const void *p, size_t n)
 {
-    if (n > b->head)
-        return -ENOSPC;
+    if (n > b->head) return -ENOSPC;
     /* Allocates a never-used buffer, and covers a reset to a headroom beyond cap. */
     int rc = tw_buf_reserve(b, 0);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     b->head -= n;
     b->len += n;
-    if (n)
-        memcpy(b->base + b->head, p, n);
+    if (n) memcpy(b->base + b->head, p, n);
     return 0;
 }
 

@@ -41,7 +41,7 @@ int tw_buf_append(tw_buf *b, const void *p, size_t n);
 int tw_buf_append_str(tw_buf *b, const char *s);
 int tw_buf_putc(tw_buf *b, char c);
 int tw_buf_printf(tw_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-int tw_buf_vprintf(tw_buf *b, const char *fmt, va_list ap);
+int tw_buf_vprintf(tw_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Appends s[0..n) as a JSON string literal, quotes included, escaping as RFC 8259 asks.
  * Bytes are copied as they are (the caller guarantees UTF-8). */

@@ -346,6 +346,10 @@ int tw_config_load(tw_config *cfg, int argc, char **argv, char **env, char *errb
             tw_config_print_help(out);
             return TW_CONFIG_EXIT_HELP;
         }
+        if (strcmp(argv[i], "--help-markdown") == 0) {
+            tw_config_print_markdown(out);
+            return TW_CONFIG_EXIT_HELP;
+        }
         if (strcmp(argv[i], "--version") == 0) {
             fprintf(out, "tidewire %s\n", TW_VERSION);
             return TW_CONFIG_EXIT_VERSION;
@@ -403,7 +407,8 @@ void tw_config_print_help(FILE *out)
         fprintf(out, "  %-26s env %s, default \"%s\"%s%s\n", "", env, st->def,
                 st->choices ? ", one of " : "", st->choices ? st->choices : "");
     }
-    fprintf(out, "\n  --help                     this text\n  --version                  the version\n");
+    fprintf(out, "\n  --help                     this text\n  --help-markdown            the settings as a "
+                 "Markdown table (docs/configuration.md)\n  --version                  the version\n");
 }
 
 void tw_config_print_markdown(FILE *out)

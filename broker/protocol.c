@@ -17,9 +17,9 @@
  * msgpack-c's packer writes every MessagePack we send.
  *
  * Depth: a message nests at most MAX_DEPTH maps/arrays, its own top-level map included.
- * 32 is what msgpack-c's unpacker reads (clients and our C SDK use it), so an event (one
- * level) carrying any data a client may publish (at most 31 levels) stays readable, in
- * either encoding.
+ * 32 is all msgpack-c's unpacker reads (a fixed stack; many clients use it), so an event
+ * (one level) carrying any data a client may publish (at most 31 levels) stays readable,
+ * in either encoding.
  *
  * Numbers are formatted and parsed with the C library: LC_NUMERIC must be "C" (tidewire
  * never calls setlocale()).
@@ -49,16 +49,15 @@ const tw_proto_limits tw_proto_default_limits = {
 };
 
 static const char *const op_names[] = {
-    [TW_OP_CONNECT] = "connect", [TW_OP_SUBSCRIBE] = "subscribe",
+    [TW_OP_CONNECT] = "connect",         [TW_OP_SUBSCRIBE] = "subscribe",
     [TW_OP_UNSUBSCRIBE] = "unsubscribe", [TW_OP_PUBLISH] = "publish",
-    [TW_OP_PRESENCE] = "presence", [TW_OP_PING] = "ping",
+    [TW_OP_PRESENCE] = "presence",       [TW_OP_PING] = "ping",
     [TW_OP_REFRESH] = "refresh",
 };
 
 const char *tw_op_name(tw_op op)
 {
-    if ((unsigned)op < sizeof op_names / sizeof op_names[0] && op_names[op])
-        return op_names[op];
+    if ((unsigned)op < sizeof op_names / sizeof op_names[0] && op_names[op]) return op_names[op];
     return "?";
 }
 
@@ -66,8 +65,7 @@ const char *tw_op_name(tw_op op)
 
 int tw_origin_valid(const char *s, size_t len)
 {
-    if (len > TW_STORE_ORIGIN_MAX)
-        return 0;
+    if (len > TW_STORE_ORIGIN_MAX) return 0;
     size_t i = 0;
     while (i < len && s[i] != '.') {
         char ch = s[i];
@@ -76,26 +74,21 @@ int tw_origin_valid(const char *s, size_t len)
             return 0;
         i++;
     }
-    if (i == 0 || i > TW_STORE_NODE_NAME_MAX || i == len)
-        return 0;
+    if (i == 0 || i > TW_STORE_NODE_NAME_MAX || i == len) return 0;
     size_t epoch = len - i - 1;
-    if (epoch < 1 || epoch > 15)
-        return 0;
+    if (epoch < 1 || epoch > 15) return 0;
     for (i++; i < len; i++) {
         char ch = s[i];
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-            return 0;
+        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f'))) return 0;
     }
     return 1;
 }
 
 int tw_channel_valid(const char *s, size_t len, size_t max)
 {
-    if (len == 0 || len > max)
-        return 0;
+    if (len == 0 || len > max) return 0;
     for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
-            return 0;
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e) return 0;
     return 1;
 }
 
@@ -114,8 +107,7 @@ static size_t utf8_next(const uint8_t *p, size_t n, int *ok)
         *ok = 1;
         return 1;
     }
-    if (c < 0xc2 || c > 0xf4)
-        return 1;
+    if (c < 0xc2 || c > 0xf4) return 1;
     size_t need = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
     uint8_t lo = 0x80, hi = 0xbf;
     if (c == 0xe0)
@@ -126,11 +118,9 @@ static size_t utf8_next(const uint8_t *p, size_t n, int *ok)
         lo = 0x90;
     else if (c == 0xf4)
         hi = 0x8f;
-    if (n < 2 || p[1] < lo || p[1] > hi)
-        return 1;
+    if (n < 2 || p[1] < lo || p[1] > hi) return 1;
     for (size_t i = 2; i < need; i++)
-        if (i >= n || (p[i] & 0xc0) != 0x80)
-            return i;
+        if (i >= n || (p[i] & 0xc0) != 0x80) return i;
     *ok = 1;
     return need;
 }
@@ -145,8 +135,7 @@ static int utf8_valid(const uint8_t *s, size_t n)
         }
         int ok;
         i += utf8_next(s + i, n - i, &ok);
-        if (!ok)
-            return 0;
+        if (!ok) return 0;
     }
     return 1;
 }
@@ -165,14 +154,12 @@ static int utf8_repair(tw_buf *t, const uint8_t *s, size_t n)
         size_t k = utf8_next(s + i, n - i, &ok);
         if (!ok) {
             rc = tw_buf_append(t, s + run, i - run);
-            if (!rc)
-                rc = tw_buf_append(t, "\xef\xbf\xbd", 3);
+            if (!rc) rc = tw_buf_append(t, "\xef\xbf\xbd", 3);
             run = i + k;
         }
         i += k;
     }
-    if (!rc)
-        rc = tw_buf_append(t, s + run, n - run);
+    if (!rc) rc = tw_buf_append(t, s + run, n - run);
     return rc;
 }
 
@@ -180,13 +167,11 @@ static int utf8_repair(tw_buf *t, const uint8_t *s, size_t n)
  * UTF-8, and a browser fails a WebSocket whose text frame is not). */
 static int append_json_string_lossy(tw_buf *b, const uint8_t *s, size_t n)
 {
-    if (utf8_valid(s, n))
-        return tw_buf_append_json_string(b, (const char *)s, n);
+    if (utf8_valid(s, n)) return tw_buf_append_json_string(b, (const char *)s, n);
     tw_buf t;
     tw_buf_init(&t, 0);
     int rc = utf8_repair(&t, s, n);
-    if (!rc)
-        rc = tw_buf_append_json_string(b, (const char *)tw_buf_data(&t), t.len);
+    if (!rc) rc = tw_buf_append_json_string(b, (const char *)tw_buf_data(&t), t.len);
     tw_buf_free(&t);
     return rc;
 }
@@ -205,8 +190,7 @@ static char *u64_dec(char *end, uint64_t v)
 
 static char *i64_dec(char *end, int64_t v)
 {
-    if (v >= 0)
-        return u64_dec(end, (uint64_t)v);
+    if (v >= 0) return u64_dec(end, (uint64_t)v);
     char *p = u64_dec(end, (uint64_t)0 - (uint64_t)v);
     *--p = '-';
     return p;
@@ -233,8 +217,8 @@ static int buf_i64(tw_buf *b, int64_t v)
  * Number::toString does (exponent only below 1e-6 or from 1e21) so that JavaScript clients
  * print what they receive. Integral values get ".0" so that a float stays a float across a
  * JSON trip (1.0 -> "1.0", -0.0 -> "-0.0"; integers are printed elsewhere). The layout does
- * not depend on `single`, so converting the output again gives the same text. Returns the
- * length written to out (>= 48 bytes).
+ * not depend on `single`, so converting the output again gives the same text. `out` holds
+ * 48 bytes at least; returns the length written.
  */
 static size_t fmt_float(char *out, double v, int single)
 {
@@ -242,18 +226,15 @@ static size_t fmt_float(char *out, double v, int single)
     int lo = single ? 6 : 15, hi = single ? 9 : 17;
     for (int prec = lo; prec <= hi; prec++) {
         snprintf(sci, sizeof sci, "%.*e", prec - 1, v);
-        if (single ? strtof(sci, NULL) == (float)v : strtod(sci, NULL) == v)
-            break;
+        if (single ? strtof(sci, NULL) == (float)v : strtod(sci, NULL) == v) break;
     }
     /* sci is [-]D.DDDe[+-]XX: take the digits without trailing zeros, and the exponent */
     const char *p = sci;
     char *w = out, dig[24];
     int k = 0;
-    if (*p == '-')
-        *w++ = *p++;
+    if (*p == '-') *w++ = *p++;
     for (; *p && *p != 'e' && k < (int)sizeof dig; p++)
-        if (*p != '.')
-            dig[k++] = *p;
+        if (*p != '.') dig[k++] = *p;
     while (k > 1 && dig[k - 1] == '0')
         k--;
     int n = atoi(p + 1) + 1; /* v = 0.DIG x 10^n */
@@ -293,11 +274,10 @@ static size_t fmt_float(char *out, double v, int single)
 /* A float as JSON: a number, or {"$float": "NaN" | "Infinity" | "-Infinity"}. */
 static int buf_json_float(tw_buf *b, double v, int single)
 {
-    if (isnan(v))
-        return tw_buf_append_str(b, "{\"$float\":\"NaN\"}");
+    if (isnan(v)) return tw_buf_append_str(b, "{\"$float\":\"NaN\"}");
     if (isinf(v))
         return tw_buf_append_str(b, v > 0 ? "{\"$float\":\"Infinity\"}"
-                                           : "{\"$float\":\"-Infinity\"}");
+                                          : "{\"$float\":\"-Infinity\"}");
     char t[48];
     size_t n = fmt_float(t, v, single);
     return tw_buf_append(b, t, n);
@@ -318,14 +298,12 @@ static int token_strtod(const char *s, size_t n, double *out)
     char *p = tmp;
     if (n >= sizeof tmp) {
         p = malloc(n + 1);
-        if (!p)
-            return -ENOMEM;
+        if (!p) return -ENOMEM;
     }
     memcpy(p, s, n);
     p[n] = '\0';
     *out = strtod(p, NULL);
-    if (p != tmp)
-        free(p);
+    if (p != tmp) free(p);
     return 0;
 }
 
@@ -338,16 +316,14 @@ static int num_i64(const num *x, int float_ok, int64_t *out)
 {
     switch (x->kind) {
     case NUM_UINT:
-        if (x->u > INT64_MAX)
-            return -ERANGE;
+        if (x->u > INT64_MAX) return -ERANGE;
         *out = (int64_t)x->u;
         return 0;
     case NUM_INT:
         *out = x->i;
         return 0;
     case NUM_FLOAT:
-        if (!float_ok || x->d != floor(x->d) || fabs(x->d) > EXACT_DOUBLE_INT)
-            return -ERANGE;
+        if (!float_ok || x->d != floor(x->d) || fabs(x->d) > EXACT_DOUBLE_INT) return -ERANGE;
         *out = (int64_t)x->d;
         return 0;
     }
@@ -363,8 +339,7 @@ static int num_u64(const num *x, int float_ok, uint64_t *out)
     case NUM_INT:
         return -ERANGE;
     case NUM_FLOAT:
-        if (!float_ok || x->d != floor(x->d) || x->d < 0 || x->d > EXACT_DOUBLE_INT)
-            return -ERANGE;
+        if (!float_ok || x->d != floor(x->d) || x->d < 0 || x->d > EXACT_DOUBLE_INT) return -ERANGE;
         *out = (uint64_t)x->d;
         return 0;
     }
@@ -396,8 +371,7 @@ static int json_number_kind(const char *s, size_t n)
     size_t i = 0;
     int kind = TOK_INT;
 #define DIGIT(k) ((k) < n && s[k] >= '0' && s[k] <= '9')
-    if (i < n && s[i] == '-')
-        i++;
+    if (i < n && s[i] == '-') i++;
     if (i < n && s[i] == '0')
         i++;
     else if (DIGIT(i))
@@ -407,18 +381,15 @@ static int json_number_kind(const char *s, size_t n)
         return TOK_BAD;
     if (i < n && s[i] == '.') {
         i++;
-        if (!DIGIT(i))
-            return TOK_BAD;
+        if (!DIGIT(i)) return TOK_BAD;
         while (DIGIT(i))
             i++;
         kind = TOK_FLOAT;
     }
     if (i < n && (s[i] == 'e' || s[i] == 'E')) {
         i++;
-        if (i < n && (s[i] == '+' || s[i] == '-'))
-            i++;
-        if (!DIGIT(i))
-            return TOK_BAD;
+        if (i < n && (s[i] == '+' || s[i] == '-')) i++;
+        if (!DIGIT(i)) return TOK_BAD;
         while (DIGIT(i))
             i++;
         kind = TOK_FLOAT;
@@ -434,13 +405,11 @@ static int jdoc_push_num(jdoc *d, size_t off, size_t len, int kind)
         jspan *p;
         if (d->nums == d->inline_nums) {
             p = malloc(cap * sizeof *p);
-            if (p)
-                memcpy(p, d->nums, d->nnums * sizeof *p);
+            if (p) memcpy(p, d->nums, d->nnums * sizeof *p);
         } else {
             p = realloc(d->nums, cap * sizeof *p);
         }
-        if (!p)
-            return -ENOMEM;
+        if (!p) return -ENOMEM;
         d->nums = p;
         d->cap = cap;
     }
@@ -460,8 +429,7 @@ static int json_lex(jdoc *d, const char *text, size_t len, int max_depth)
     const uint8_t *s = (const uint8_t *)text;
     size_t i = 0;
     int depth = 0;
-    if (len >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0)
-        i = 3; /* a BOM, which cJSON skips too */
+    if (len >= 3 && memcmp(s, "\xef\xbb\xbf", 3) == 0) i = 3; /* a BOM, which cJSON skips too */
     while (i < len) {
         uint8_t c = s[i];
         if (c == '"') {
@@ -473,13 +441,11 @@ static int json_lex(jdoc *d, const char *text, size_t len, int max_depth)
                         d->lex_err = "strings must not contain \\u0000";
                     i++; /* the escaped character; \uXXXX's digits need no care */
                 } else if (c < 0x20) {
-                    if (!d->lex_err)
-                        d->lex_err = "control character in a string (escape it)";
+                    if (!d->lex_err) d->lex_err = "control character in a string (escape it)";
                 } else if (c >= 0x80) {
                     int ok;
                     i += utf8_next(s + i, len - i, &ok) - 1;
-                    if (!ok && !d->lex_err)
-                        d->lex_err = "message is not valid UTF-8";
+                    if (!ok && !d->lex_err) d->lex_err = "message is not valid UTF-8";
                 }
             }
             i++;
@@ -491,19 +457,15 @@ static int json_lex(jdoc *d, const char *text, size_t len, int max_depth)
                                s[i] == '.' || s[i] == 'e' || s[i] == 'E'))
                 i++;
             int kind = json_number_kind(text + start, i - start);
-            if (kind == TOK_BAD && !d->lex_err)
-                d->lex_err = "malformed number";
-            if (jdoc_push_num(d, start, i - start, kind))
-                return -ENOMEM;
+            if (kind == TOK_BAD && !d->lex_err) d->lex_err = "malformed number";
+            if (jdoc_push_num(d, start, i - start, kind)) return -ENOMEM;
         } else {
             if (c == '[' || c == '{') {
-                if (++depth > max_depth)
-                    return -E2BIG;
+                if (++depth > max_depth) return -E2BIG;
             } else if (c == ']' || c == '}') {
                 depth--;
             } else if (c < 0x20 && c != ' ' && c != '\t' && c != '\n' && c != '\r') {
-                if (!d->lex_err)
-                    d->lex_err = "control character in the message";
+                if (!d->lex_err) d->lex_err = "control character in the message";
             }
             i++;
         }
@@ -515,13 +477,11 @@ static int json_lex(jdoc *d, const char *text, size_t len, int max_depth)
 static int tag_numbers(cJSON *item, jdoc *d, size_t *k)
 {
     if (cJSON_IsNumber(item)) {
-        if (*k >= d->nnums)
-            return -1;
+        if (*k >= d->nnums) return -1;
         item->valueint = (int)(*k)++;
     }
     for (cJSON *ch = item->child; ch; ch = ch->next)
-        if (tag_numbers(ch, d, k))
-            return -1;
+        if (tag_numbers(ch, d, k)) return -1;
     return 0;
 }
 
@@ -544,12 +504,10 @@ static int jdoc_load(jdoc *d, const char *text, size_t len, int max_depth, const
                                       : "data nests deeper than 31 levels";
         return -EINVAL;
     }
-    if (rc)
-        return rc;
+    if (rc) return rc;
     const char *end = NULL;
     d->root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!d->root)
-        return -EINVAL; /* cJSON does not tell a syntax error from a failed malloc */
+    if (!d->root) return -EINVAL; /* cJSON does not tell a syntax error from a failed malloc */
     size_t i = (size_t)(end - text);
     while (i < len && (text[i] == ' ' || text[i] == '\t' || text[i] == '\n' || text[i] == '\r'))
         i++;
@@ -558,8 +516,7 @@ static int jdoc_load(jdoc *d, const char *text, size_t len, int max_depth, const
         return -EINVAL;
     }
     size_t k = 0;
-    if (tag_numbers(d->root, d, &k) || k != d->nnums)
-        return -EINVAL;
+    if (tag_numbers(d->root, d, &k) || k != d->nnums) return -EINVAL;
     return 0;
 }
 
@@ -567,28 +524,24 @@ static void jdoc_free(jdoc *d)
 {
     cJSON_Delete(d->root);
     d->root = NULL;
-    if (d->nums != d->inline_nums)
-        free(d->nums);
+    if (d->nums != d->inline_nums) free(d->nums);
     d->nums = d->inline_nums;
 }
 
 /* The number a tagged number node holds. -EINVAL for a malformed token. */
 static int json_num(const jdoc *d, const cJSON *j, num *out)
 {
-    if (!cJSON_IsNumber(j) || j->valueint < 0 || (size_t)j->valueint >= d->nnums)
-        return -EINVAL;
+    if (!cJSON_IsNumber(j) || j->valueint < 0 || (size_t)j->valueint >= d->nnums) return -EINVAL;
     const jspan *sp = &d->nums[j->valueint];
     const char *s = d->text + sp->off;
-    if (sp->kind == TOK_BAD)
-        return -EINVAL;
+    if (sp->kind == TOK_BAD) return -EINVAL;
     if (sp->kind == TOK_INT) {
         int neg = s[0] == '-';
         uint64_t mag = 0;
         size_t i;
         for (i = (size_t)neg; i < sp->len; i++) {
             unsigned dgt = (unsigned)(s[i] - '0');
-            if (mag > (UINT64_MAX - dgt) / 10)
-                break;
+            if (mag > (UINT64_MAX - dgt) / 10) break;
             mag = mag * 10 + dgt;
         }
         if (i == sp->len && !neg) {
@@ -616,15 +569,11 @@ static int json_num(const jdoc *d, const cJSON *j, num *out)
 static int json_print(tw_buf *b, const cJSON *j, const jdoc *d)
 {
     int rc;
-    if (cJSON_IsNull(j))
-        return tw_buf_append(b, "null", 4);
-    if (cJSON_IsFalse(j))
-        return tw_buf_append(b, "false", 5);
-    if (cJSON_IsTrue(j))
-        return tw_buf_append(b, "true", 4);
+    if (cJSON_IsNull(j)) return tw_buf_append(b, "null", 4);
+    if (cJSON_IsFalse(j)) return tw_buf_append(b, "false", 5);
+    if (cJSON_IsTrue(j)) return tw_buf_append(b, "true", 4);
     if (cJSON_IsNumber(j)) {
-        if (j->valueint < 0 || (size_t)j->valueint >= d->nnums)
-            return -EINVAL;
+        if (j->valueint < 0 || (size_t)j->valueint >= d->nnums) return -EINVAL;
         const jspan *sp = &d->nums[j->valueint];
         return tw_buf_append(b, d->text + sp->off, sp->len);
     }
@@ -634,14 +583,10 @@ static int json_print(tw_buf *b, const cJSON *j, const jdoc *d)
         int obj = cJSON_IsObject(j);
         rc = tw_buf_putc(b, obj ? '{' : '[');
         for (const cJSON *ch = j->child; ch && !rc; ch = ch->next) {
-            if (ch != j->child)
-                rc = tw_buf_putc(b, ',');
-            if (obj && !rc)
-                rc = tw_buf_append_json_string(b, ch->string, strlen(ch->string));
-            if (obj && !rc)
-                rc = tw_buf_putc(b, ':');
-            if (!rc)
-                rc = json_print(b, ch, d);
+            if (ch != j->child) rc = tw_buf_putc(b, ',');
+            if (obj && !rc) rc = tw_buf_append_json_string(b, ch->string, strlen(ch->string));
+            if (obj && !rc) rc = tw_buf_putc(b, ':');
+            if (!rc) rc = json_print(b, ch, d);
         }
         return rc ? rc : tw_buf_putc(b, obj ? '}' : ']');
     }
@@ -650,12 +595,23 @@ static int json_print(tw_buf *b, const cJSON *j, const jdoc *d)
 
 /* ---- MessagePack reading ---------------------------------------------------------------- */
 
-enum mp_kind { MP_NIL, MP_BOOL, MP_UINT, MP_INT, MP_F32, MP_F64, MP_STR, MP_BIN, MP_EXT,
-               MP_ARRAY, MP_MAP };
+enum mp_kind {
+    MP_NIL,
+    MP_BOOL,
+    MP_UINT,
+    MP_INT,
+    MP_F32,
+    MP_F64,
+    MP_STR,
+    MP_BIN,
+    MP_EXT,
+    MP_ARRAY,
+    MP_MAP
+};
 
 typedef struct mp_val {
     enum mp_kind kind;
-    uint32_t n;          /* str/bin/ext: body bytes; array: items; map: pairs */
+    uint32_t n; /* str/bin/ext: body bytes; array: items; map: pairs */
     int8_t ext_type;
     const uint8_t *body; /* str/bin/ext */
     union {
@@ -682,8 +638,7 @@ static uint64_t be(const uint8_t *p, size_t n)
  */
 static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
 {
-    if (p >= end)
-        return NULL;
+    if (p >= end) return NULL;
     uint8_t c = *p++;
     size_t left = (size_t)(end - p);
     size_t w; /* width of the header's length or value field */
@@ -720,8 +675,7 @@ static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
     case 0xc5:
     case 0xc6:
         w = (size_t)1 << (c - 0xc4);
-        if (left < w)
-            return NULL;
+        if (left < w) return NULL;
         v->kind = MP_BIN;
         v->n = (uint32_t)be(p, w);
         p += w;
@@ -730,24 +684,21 @@ static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
     case 0xc8:
     case 0xc9:
         w = (size_t)1 << (c - 0xc7);
-        if (left < w + 1)
-            return NULL;
+        if (left < w + 1) return NULL;
         v->kind = MP_EXT;
         v->n = (uint32_t)be(p, w);
         v->ext_type = (int8_t)p[w];
         p += w + 1;
         goto body;
     case 0xca: {
-        if (left < 4)
-            return NULL;
+        if (left < 4) return NULL;
         uint32_t bits = (uint32_t)be(p, 4);
         v->kind = MP_F32;
         memcpy(&v->v.f32, &bits, 4);
         return p + 4;
     }
     case 0xcb: {
-        if (left < 8)
-            return NULL;
+        if (left < 8) return NULL;
         uint64_t bits = be(p, 8);
         v->kind = MP_F64;
         memcpy(&v->v.f64, &bits, 8);
@@ -758,8 +709,7 @@ static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
     case 0xce:
     case 0xcf:
         w = (size_t)1 << (c - 0xcc);
-        if (left < w)
-            return NULL;
+        if (left < w) return NULL;
         v->kind = MP_UINT;
         v->v.u = be(p, w);
         return p + w;
@@ -768,8 +718,7 @@ static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
     case 0xd2:
     case 0xd3: {
         w = (size_t)1 << (c - 0xd0);
-        if (left < w)
-            return NULL;
+        if (left < w) return NULL;
         uint64_t u = be(p, w);
         if (w < 8 && (u >> (8 * w - 1)) & 1) /* sign-extend */
             u |= ~(uint64_t)0 << (8 * w);
@@ -782,8 +731,7 @@ static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
     case 0xd6:
     case 0xd7:
     case 0xd8:
-        if (left < 1)
-            return NULL;
+        if (left < 1) return NULL;
         v->kind = MP_EXT;
         v->n = 1u << (c - 0xd4);
         v->ext_type = (int8_t)p[0];
@@ -793,8 +741,7 @@ static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
     case 0xda:
     case 0xdb:
         w = (size_t)1 << (c - 0xd9);
-        if (left < w)
-            return NULL;
+        if (left < w) return NULL;
         v->kind = MP_STR;
         v->n = (uint32_t)be(p, w);
         p += w;
@@ -804,8 +751,7 @@ static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
     case 0xde:
     case 0xdf:
         w = c & 1 ? 4 : 2;
-        if (left < w)
-            return NULL;
+        if (left < w) return NULL;
         v->kind = c <= 0xdd ? MP_ARRAY : MP_MAP;
         v->n = (uint32_t)be(p, w);
         return p + w;
@@ -813,8 +759,7 @@ static const uint8_t *mp_head(const uint8_t *p, const uint8_t *end, mp_val *v)
         return NULL;
     }
 body:
-    if ((size_t)(end - p) < v->n)
-        return NULL;
+    if ((size_t)(end - p) < v->n) return NULL;
     v->body = p;
     return p + v->n;
 }
@@ -836,8 +781,7 @@ static int mp_is_container(const uint8_t *p)
  * only one level of non-string keys may hold maps or arrays. Returns the value's end, or
  * NULL with *why set.
  */
-static const uint8_t *mp_skip(const uint8_t *p, const uint8_t *end, int depth, int in_key,
-                              int *why)
+static const uint8_t *mp_skip(const uint8_t *p, const uint8_t *end, int depth, int in_key, int *why)
 {
     mp_val v;
     p = mp_head(p, end, &v);
@@ -845,8 +789,7 @@ static const uint8_t *mp_skip(const uint8_t *p, const uint8_t *end, int depth, i
         *why = MP_BAD;
         return NULL;
     }
-    if (v.kind != MP_ARRAY && v.kind != MP_MAP)
-        return p;
+    if (v.kind != MP_ARRAY && v.kind != MP_MAP) return p;
     if (depth <= 0) {
         *why = MP_TOO_DEEP;
         return NULL;
@@ -894,23 +837,16 @@ enum vkind { V_NULL, V_BOOL, V_NUM, V_STR, V_ARRAY, V_MAP, V_OTHER };
 static enum vkind val_kind(const dctx *c, val v)
 {
     if (c->enc == TW_ENC_JSON) {
-        if (cJSON_IsNull(v.j))
-            return V_NULL;
-        if (cJSON_IsBool(v.j))
-            return V_BOOL;
-        if (cJSON_IsNumber(v.j))
-            return V_NUM;
-        if (cJSON_IsString(v.j))
-            return V_STR;
-        if (cJSON_IsArray(v.j))
-            return V_ARRAY;
-        if (cJSON_IsObject(v.j))
-            return V_MAP;
+        if (cJSON_IsNull(v.j)) return V_NULL;
+        if (cJSON_IsBool(v.j)) return V_BOOL;
+        if (cJSON_IsNumber(v.j)) return V_NUM;
+        if (cJSON_IsString(v.j)) return V_STR;
+        if (cJSON_IsArray(v.j)) return V_ARRAY;
+        if (cJSON_IsObject(v.j)) return V_MAP;
         return V_OTHER;
     }
     mp_val m;
-    if (!mp_head(v.m, c->mend, &m))
-        return V_OTHER;
+    if (!mp_head(v.m, c->mend, &m)) return V_OTHER;
     switch (m.kind) {
     case MP_NIL:
         return V_NULL;
@@ -949,11 +885,9 @@ static void val_str(const dctx *c, val v, const char **s, size_t *n)
 /* The number of a V_NUM value: 0, -EINVAL (not a number) or -ENOMEM. */
 static int val_num(const dctx *c, val v, num *out)
 {
-    if (c->enc == TW_ENC_JSON)
-        return json_num(c->jd, v.j, out);
+    if (c->enc == TW_ENC_JSON) return json_num(c->jd, v.j, out);
     mp_val m;
-    if (!mp_head(v.m, c->mend, &m))
-        return -EINVAL;
+    if (!mp_head(v.m, c->mend, &m)) return -EINVAL;
     switch (m.kind) {
     case MP_UINT:
         out->kind = NUM_UINT;
@@ -986,8 +920,7 @@ static int val_i64(const dctx *c, val v, int64_t *out)
 {
     num x;
     int rc = val_kind(c, v) == V_NUM ? val_num(c, v, &x) : -EINVAL;
-    if (rc)
-        return rc;
+    if (rc) return rc;
     return num_i64(&x, c->enc == TW_ENC_JSON, out) ? -EINVAL : 0;
 }
 
@@ -995,8 +928,7 @@ static int val_u64(const dctx *c, val v, uint64_t *out)
 {
     num x;
     int rc = val_kind(c, v) == V_NUM ? val_num(c, v, &x) : -EINVAL;
-    if (rc)
-        return rc;
+    if (rc) return rc;
     return num_u64(&x, c->enc == TW_ENC_JSON, out) ? -EINVAL : 0;
 }
 
@@ -1021,16 +953,14 @@ static void map_iter(const dctx *c, val map, miter *it)
 static int map_next(const dctx *c, miter *it, const char **key, size_t *klen, val *value)
 {
     if (c->enc == TW_ENC_JSON) {
-        if (!it->next.j)
-            return 0;
+        if (!it->next.j) return 0;
         *key = it->next.j->string;
         *klen = strlen(*key);
         value->j = it->next.j;
         it->next.j = it->next.j->next;
         return 1;
     }
-    if (!it->left)
-        return 0;
+    if (!it->left) return 0;
     it->left--;
     mp_val k;
     int why;
@@ -1100,8 +1030,7 @@ static int cursor_alloc(tw_cursor *cur, size_t n)
     cur->n = 0;
     cur->entries = NULL;
     cur->origins = NULL;
-    if (n == 0)
-        return 0;
+    if (n == 0) return 0;
     cur->entries = malloc(n * sizeof *cur->entries);
     cur->origins = malloc(n * sizeof *cur->origins);
     if (!cur->entries || !cur->origins) {
@@ -1125,20 +1054,15 @@ static int parse_position(const char *s, size_t n, size_t *origin_len, uint64_t 
 {
     const char *colon = NULL;
     for (size_t i = 0; i < n; i++)
-        if (s[i] == ':')
-            colon = s + i;
-    if (!colon || !tw_origin_valid(s, (size_t)(colon - s)))
-        return -EINVAL;
+        if (s[i] == ':') colon = s + i;
+    if (!colon || !tw_origin_valid(s, (size_t)(colon - s))) return -EINVAL;
     const char *d = colon + 1, *e = s + n;
-    if (d == e || e - d > 20)
-        return -EINVAL;
+    if (d == e || e - d > 20) return -EINVAL;
     uint64_t v = 0;
     for (; d < e; d++) {
-        if (*d < '0' || *d > '9')
-            return -EINVAL;
+        if (*d < '0' || *d > '9') return -EINVAL;
         unsigned dgt = (unsigned)(*d - '0');
-        if (v > (UINT64_MAX - dgt) / 10)
-            return -EINVAL;
+        if (v > (UINT64_MAX - dgt) / 10) return -EINVAL;
         v = v * 10 + dgt;
     }
     *origin_len = (size_t)(colon - s);
@@ -1164,8 +1088,7 @@ static int parse_cursor(const dctx *c, val v, const char *label, tw_cursor *out)
         val_str(c, v, &s, &n);
         if (parse_position(s, n, &olen, &seq))
             return fail(c, "%s: '%s' is not a position ORIGIN:SEQ", label, excerpt(ex, s, n));
-        if (cursor_alloc(&cur, 1))
-            return fail_nomem(c);
+        if (cursor_alloc(&cur, 1)) return fail_nomem(c);
         cursor_put(&cur, s, olen, seq);
         *out = cur;
         return 0;
@@ -1173,8 +1096,9 @@ static int parse_cursor(const dctx *c, val v, const char *label, tw_cursor *out)
     case V_MAP:
         break;
     case V_NUM:
-        return fail(c, "%s must be " CURSOR_FORMS ", not a bare number (a seq means nothing "
-                       "on another node)",
+        return fail(c,
+                    "%s must be " CURSOR_FORMS ", not a bare number (a seq means nothing "
+                    "on another node)",
                     label);
     default:
         return fail(c, "%s must be " CURSOR_FORMS, label);
@@ -1183,8 +1107,7 @@ static int parse_cursor(const dctx *c, val v, const char *label, tw_cursor *out)
     size_t count = map_count(c, v);
     if (count > c->lim->max_cursor_entries)
         return fail(c, "%s has more than %zu entries", label, c->lim->max_cursor_entries);
-    if (cursor_alloc(&cur, count))
-        return fail_nomem(c);
+    if (cursor_alloc(&cur, count)) return fail_nomem(c);
     miter it;
     val sv;
     map_iter(c, v, &it);
@@ -1234,12 +1157,9 @@ static char *memdup_z(const char *s, size_t n)
 static int take_channel(const dctx *c, const char *s, size_t n, const char *label, char **out)
 {
     size_t max = c->lim->max_channel_len;
-    if (max > TW_STORE_CHANNEL_MAX)
-        max = TW_STORE_CHANNEL_MAX;
-    if (n == 0)
-        return fail(c, "%s must not be empty", label);
-    if (n > max)
-        return fail(c, "%s is longer than %zu bytes", label, max);
+    if (max > TW_STORE_CHANNEL_MAX) max = TW_STORE_CHANNEL_MAX;
+    if (n == 0) return fail(c, "%s must not be empty", label);
+    if (n > max) return fail(c, "%s is longer than %zu bytes", label, max);
     if (!tw_channel_valid(s, n, max))
         return fail(c, "%s may only hold visible ASCII characters (0x21-0x7e)", label);
     *out = memdup_z(s, n);
@@ -1268,14 +1188,11 @@ static int get_channel(const dctx *c, const fields *f, tw_sub_args *sub)
 {
     const char *s;
     size_t n;
-    if (!f->have[F_CHANNEL])
-        return fail(c, "channel is required");
-    if (val_kind(c, f->v[F_CHANNEL]) != V_STR)
-        return fail(c, "channel must be a string");
+    if (!f->have[F_CHANNEL]) return fail(c, "channel is required");
+    if (val_kind(c, f->v[F_CHANNEL]) != V_STR) return fail(c, "channel must be a string");
     val_str(c, f->v[F_CHANNEL], &s, &n);
     int rc = take_channel(c, s, n, "channel", &sub->channel);
-    if (!rc)
-        sub->channel_len = n;
+    if (!rc) sub->channel_len = n;
     return rc;
 }
 
@@ -1283,34 +1200,27 @@ static int get_token(const dctx *c, const fields *f, int required, char **out)
 {
     const char *s;
     size_t n;
-    if (!present(c, f, F_TOKEN))
-        return required ? fail(c, "token is required") : 0;
-    if (val_kind(c, f->v[F_TOKEN]) != V_STR)
-        return fail(c, "token must be a string");
+    if (!present(c, f, F_TOKEN)) return required ? fail(c, "token is required") : 0;
+    if (val_kind(c, f->v[F_TOKEN]) != V_STR) return fail(c, "token must be a string");
     val_str(c, f->v[F_TOKEN], &s, &n);
     if (n > c->lim->max_token_len)
         return fail(c, "token is longer than %zu bytes", c->lim->max_token_len);
-    if (memchr(s, '\0', n))
-        return fail(c, "token must not contain NUL");
+    if (memchr(s, '\0', n)) return fail(c, "token must not contain NUL");
     *out = memdup_z(s, n);
     return *out ? 0 : fail_nomem(c);
 }
 
 static int get_subs(const dctx *c, const fields *f, tw_request *req)
 {
-    if (!present(c, f, F_SUBS))
-        return 0;
+    if (!present(c, f, F_SUBS)) return 0;
     val subs = f->v[F_SUBS];
-    if (val_kind(c, subs) != V_MAP)
-        return fail(c, "subs must be a map {channel: cursor or null}");
+    if (val_kind(c, subs) != V_MAP) return fail(c, "subs must be a map {channel: cursor or null}");
     size_t count = map_count(c, subs);
     if (count > c->lim->max_subs)
         return fail(c, "subs has more than %zu entries", c->lim->max_subs);
-    if (count == 0)
-        return 0;
+    if (count == 0) return 0;
     req->subs = calloc(count, sizeof *req->subs);
-    if (!req->subs)
-        return fail_nomem(c);
+    if (!req->subs) return fail_nomem(c);
 
     miter it;
     const char *s;
@@ -1319,18 +1229,15 @@ static int get_subs(const dctx *c, const fields *f, tw_request *req)
     char label[48], ex[32];
     map_iter(c, subs, &it);
     while (map_next(c, &it, &s, &n, &v)) {
-        if (!s)
-            return fail(c, "subs: channels must be strings");
+        if (!s) return fail(c, "subs: channels must be strings");
         snprintf(label, sizeof label, "subs['%s']", excerpt(ex, s, n));
         tw_sub_args *sub = &req->subs[req->nsubs++]; /* counted now: freed with the rest */
         int rc = take_channel(c, s, n, label, &sub->channel);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         sub->channel_len = n;
         if (val_kind(c, v) != V_NULL) {
             rc = parse_cursor(c, v, label, &sub->since);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             sub->has_since = 1;
         }
     }
@@ -1340,8 +1247,7 @@ static int get_subs(const dctx *c, const fields *f, tw_request *req)
 /* Publish data, re-encoded compactly in the message's encoding. */
 static int get_data(const dctx *c, const fields *f, tw_request *req)
 {
-    if (!f->have[F_DATA])
-        return fail(c, "data is required");
+    if (!f->have[F_DATA]) return fail(c, "data is required");
     val v = f->v[F_DATA];
     if (c->enc == TW_ENC_MSGPACK) {
         /* Already compact and validated: its bytes are the stored value. */
@@ -1349,8 +1255,7 @@ static int get_data(const dctx *c, const fields *f, tw_request *req)
         const uint8_t *e = mp_skip(v.m, c->mend, MAX_DEPTH, 0, &why);
         size_t n = (size_t)(e - v.m);
         req->data = malloc(n);
-        if (!req->data)
-            return fail_nomem(c);
+        if (!req->data) return fail_nomem(c);
         memcpy(req->data, v.m, n);
         req->data_len = n;
     } else {
@@ -1380,7 +1285,8 @@ static tw_op op_lookup(const char *s, size_t n)
  * Decodes the top-level map `root`. The id is read before anything else is checked, so
  * that every later error can carry it.
  */
-static int decode_request(const dctx *c, val root, const char *deferred, tw_request *req)
+static int decode_request(const dctx *c, val root, const char *deferred, tw_op implied,
+                          tw_request *req)
 {
     fields f;
     miter it;
@@ -1394,15 +1300,12 @@ static int decode_request(const dctx *c, val root, const char *deferred, tw_requ
     map_iter(c, root, &it);
     while (map_next(c, &it, &k, &kn, &v)) {
         if (!k) {
-            if (!deferred)
-                deferred = "message keys must be strings";
+            if (!deferred) deferred = "message keys must be strings";
             continue;
         }
         for (int i = 0; i < F_COUNT; i++) {
-            if (strlen(field_names[i]) != kn || memcmp(field_names[i], k, kn) != 0)
-                continue;
-            if (f.have[i] && dup < 0)
-                dup = i;
+            if (strlen(field_names[i]) != kn || memcmp(field_names[i], k, kn) != 0) continue;
+            if (f.have[i] && dup < 0) dup = i;
             f.have[i] = 1;
             f.v[i] = v;
             break;
@@ -1411,25 +1314,25 @@ static int decode_request(const dctx *c, val root, const char *deferred, tw_requ
 
     if (present(c, &f, F_ID) && dup != F_ID) {
         int rc = val_i64(c, f.v[F_ID], &c->err->id);
-        if (rc)
-            return fail_rc(c, rc, "id must be an integer within int64");
+        if (rc) return fail_rc(c, rc, "id must be an integer within int64");
         c->err->has_id = 1;
         req->has_id = 1;
         req->id = c->err->id;
     }
-    if (deferred)
-        return fail(c, "%s", deferred);
-    if (dup >= 0)
-        return fail(c, "duplicate field '%s'", field_names[dup]);
+    if (deferred) return fail(c, "%s", deferred);
+    if (dup >= 0) return fail(c, "duplicate field '%s'", field_names[dup]);
 
-    if (!f.have[F_OP])
-        return fail(c, "op is required");
-    if (val_kind(c, f.v[F_OP]) != V_STR)
-        return fail(c, "op must be a string");
-    const char *s;
-    size_t n;
-    val_str(c, f.v[F_OP], &s, &n);
-    req->op = op_lookup(s, n);
+    const char *s = "";
+    size_t n = 0;
+    if (implied != TW_OP_NONE) {
+        /* An HTTP API body: the endpoint says what it is; an `op` field is ignored. */
+        req->op = implied;
+    } else {
+        if (!f.have[F_OP]) return fail(c, "op is required");
+        if (val_kind(c, f.v[F_OP]) != V_STR) return fail(c, "op must be a string");
+        val_str(c, f.v[F_OP], &s, &n);
+        req->op = op_lookup(s, n);
+    }
 
     int rc;
     switch (req->op) {
@@ -1448,12 +1351,10 @@ static int decode_request(const dctx *c, val root, const char *deferred, tw_requ
         return rc ? rc : get_data(c, &f, req);
     case TW_OP_SUBSCRIBE:
         rc = get_channel(c, &f, &req->sub);
-        if (rc)
-            return rc;
+        if (rc) return rc;
         if (present(c, &f, F_SINCE)) {
             rc = parse_cursor(c, f.v[F_SINCE], "since", &req->sub.since);
-            if (rc)
-                return rc;
+            if (rc) return rc;
             req->sub.has_since = 1;
         }
         if (present(c, &f, F_LAST)) {
@@ -1472,7 +1373,7 @@ static int decode_request(const dctx *c, val root, const char *deferred, tw_requ
     return fail(c, "unknown op '%s'", excerpt(ex, s, n));
 }
 
-static int decode_json(dctx *c, const uint8_t *msg, size_t len, tw_request *req)
+static int decode_json(dctx *c, const uint8_t *msg, size_t len, tw_op implied, tw_request *req)
 {
     jdoc d;
     const char *why;
@@ -1483,13 +1384,14 @@ static int decode_json(dctx *c, const uint8_t *msg, size_t len, tw_request *req)
         rc = fail(c, "message must be a JSON object");
     } else {
         c->jd = &d;
-        rc = decode_request(c, (val){.j = d.root}, d.lex_err, req);
+        rc = decode_request(c, (val){.j = d.root}, d.lex_err, implied, req);
     }
     jdoc_free(&d);
     return rc;
 }
 
-static int decode_msgpack(dctx *c, const uint8_t *msg, size_t len, tw_request *req)
+static int decode_msgpack(dctx *c, const uint8_t *msg, size_t len, tw_op implied,
+                          tw_request *req)
 {
     int why = 0;
     const uint8_t *end = msg + len;
@@ -1499,18 +1401,16 @@ static int decode_msgpack(dctx *c, const uint8_t *msg, size_t len, tw_request *r
                        : why == MP_KEY_NEST
                            ? "a map or array used as a map key may not have one as a key"
                            : "message is not valid MessagePack (truncated or bad byte)");
-    if (e != end)
-        return fail(c, "unexpected bytes after the MessagePack value");
+    if (e != end) return fail(c, "unexpected bytes after the MessagePack value");
     mp_val m;
     mp_head(msg, end, &m);
-    if (m.kind != MP_MAP)
-        return fail(c, "message must be a MessagePack map");
+    if (m.kind != MP_MAP) return fail(c, "message must be a MessagePack map");
     c->mend = end;
-    return decode_request(c, (val){.m = msg}, NULL, req);
+    return decode_request(c, (val){.m = msg}, NULL, implied, req);
 }
 
-int tw_proto_decode(tw_encoding enc, const uint8_t *msg, size_t len, const tw_proto_limits *lim,
-                    tw_request *out, tw_proto_error *err)
+int tw_proto_decode_as(tw_encoding enc, tw_op implied, const uint8_t *msg, size_t len,
+                       const tw_proto_limits *lim, tw_request *out, tw_proto_error *err)
 {
     tw_request req;
     tw_proto_error e;
@@ -1519,9 +1419,9 @@ int tw_proto_decode(tw_encoding enc, const uint8_t *msg, size_t len, const tw_pr
     dctx c = {.enc = enc, .lim = lim ? lim : &tw_proto_default_limits, .err = &e};
     int rc;
     if (enc == TW_ENC_JSON)
-        rc = decode_json(&c, msg, len, &req);
+        rc = decode_json(&c, msg, len, implied, &req);
     else if (enc == TW_ENC_MSGPACK)
-        rc = decode_msgpack(&c, msg, len, &req);
+        rc = decode_msgpack(&c, msg, len, implied, &req);
     else
         rc = fail(&c, "unknown encoding");
     if (rc) {
@@ -1532,6 +1432,12 @@ int tw_proto_decode(tw_encoding enc, const uint8_t *msg, size_t len, const tw_pr
     }
     *out = req;
     return 0;
+}
+
+int tw_proto_decode(tw_encoding enc, const uint8_t *msg, size_t len, const tw_proto_limits *lim,
+                    tw_request *out, tw_proto_error *err)
+{
+    return tw_proto_decode_as(enc, TW_OP_NONE, msg, len, lim, out, err);
 }
 
 void tw_cursor_free(tw_cursor *c)
@@ -1579,8 +1485,7 @@ int tw_cursor_parse_json(const char *text, size_t len, const tw_proto_limits *li
         rc = parse_cursor(&c, (val){.j = d.root}, "cursor", out);
     }
     jdoc_free(&d);
-    if (rc)
-        *err = e;
+    if (rc) *err = e;
     return rc;
 }
 
@@ -1595,21 +1500,15 @@ static int mp_write_buf(void *data, const char *p, size_t n)
 static int json_to_mp(msgpack_packer *pk, const cJSON *j, const jdoc *d)
 {
     int rc;
-    if (cJSON_IsNull(j))
-        return msgpack_pack_nil(pk);
-    if (cJSON_IsFalse(j))
-        return msgpack_pack_false(pk);
-    if (cJSON_IsTrue(j))
-        return msgpack_pack_true(pk);
+    if (cJSON_IsNull(j)) return msgpack_pack_nil(pk);
+    if (cJSON_IsFalse(j)) return msgpack_pack_false(pk);
+    if (cJSON_IsTrue(j)) return msgpack_pack_true(pk);
     if (cJSON_IsNumber(j)) {
         num x;
         rc = json_num(d, j, &x);
-        if (rc)
-            return rc;
-        if (x.kind == NUM_UINT)
-            return msgpack_pack_uint64(pk, x.u);
-        if (x.kind == NUM_INT)
-            return msgpack_pack_int64(pk, x.i);
+        if (rc) return rc;
+        if (x.kind == NUM_UINT) return msgpack_pack_uint64(pk, x.u);
+        if (x.kind == NUM_INT) return msgpack_pack_int64(pk, x.i);
         return msgpack_pack_double(pk, x.d);
     }
     if (cJSON_IsString(j))
@@ -1621,10 +1520,8 @@ static int json_to_mp(msgpack_packer *pk, const cJSON *j, const jdoc *d)
             n++;
         rc = obj ? msgpack_pack_map(pk, n) : msgpack_pack_array(pk, n);
         for (const cJSON *ch = j->child; ch && !rc; ch = ch->next) {
-            if (obj)
-                rc = msgpack_pack_str_with_body(pk, ch->string, strlen(ch->string));
-            if (!rc)
-                rc = json_to_mp(pk, ch, d);
+            if (obj) rc = msgpack_pack_str_with_body(pk, ch->string, strlen(ch->string));
+            if (!rc) rc = json_to_mp(pk, ch, d);
         }
         return rc;
     }
@@ -1636,8 +1533,7 @@ static int append_base64_string(tw_buf *b, const uint8_t *s, size_t n)
 {
     size_t out = 4 * (n / 3 + (n % 3 != 0));
     int rc = tw_buf_reserve(b, out + 2);
-    if (rc)
-        return rc;
+    if (rc) return rc;
     uint8_t *w = b->base + b->head + b->len;
     *w++ = '"';
     /* EVP_EncodeBlock takes an int length and writes a NUL after its output (overwritten by
@@ -1653,29 +1549,24 @@ static int append_base64_string(tw_buf *b, const uint8_t *s, size_t n)
     return 0;
 }
 
-static int mp_to_json(tw_buf *b, const uint8_t **pp, const uint8_t *end, int depth,
-                      int in_key);
+static int mp_to_json(tw_buf *b, const uint8_t **pp, const uint8_t *end, int depth, int in_key);
 
 /* A map key as a JSON object key: strings as they are, anything else as its JSON text
  * (within which no key may be a map or array: see mp_skip). */
-static int mp_key_to_json(tw_buf *b, const uint8_t **pp, const uint8_t *end, int depth,
-                          int in_key)
+static int mp_key_to_json(tw_buf *b, const uint8_t **pp, const uint8_t *end, int depth, int in_key)
 {
     mp_val k;
     const uint8_t *p = mp_head(*pp, end, &k);
-    if (!p)
-        return -EINVAL;
+    if (!p) return -EINVAL;
     if (k.kind == MP_STR) {
         *pp = p;
         return append_json_string_lossy(b, k.body, k.n);
     }
-    if (in_key && (k.kind == MP_MAP || k.kind == MP_ARRAY))
-        return -EINVAL;
+    if (in_key && (k.kind == MP_MAP || k.kind == MP_ARRAY)) return -EINVAL;
     tw_buf t;
     tw_buf_init(&t, 0);
     int rc = mp_to_json(&t, pp, end, depth, 1);
-    if (!rc)
-        rc = tw_buf_append_json_string(b, (const char *)tw_buf_data(&t), t.len);
+    if (!rc) rc = tw_buf_append_json_string(b, (const char *)tw_buf_data(&t), t.len);
     tw_buf_free(&t);
     return rc;
 }
@@ -1691,8 +1582,7 @@ static int mp_to_json(tw_buf *b, const uint8_t **pp, const uint8_t *end, int dep
     mp_val v;
     const uint8_t *p = mp_head(*pp, end, &v);
     int rc = 0;
-    if (!p)
-        return -EINVAL;
+    if (!p) return -EINVAL;
     switch (v.kind) {
     case MP_NIL:
         rc = tw_buf_append(b, "null", 4);
@@ -1717,40 +1607,28 @@ static int mp_to_json(tw_buf *b, const uint8_t **pp, const uint8_t *end, int dep
         break;
     case MP_BIN:
         rc = tw_buf_append_str(b, "{\"$base64\":");
-        if (!rc)
-            rc = append_base64_string(b, v.body, v.n);
-        if (!rc)
-            rc = tw_buf_putc(b, '}');
+        if (!rc) rc = append_base64_string(b, v.body, v.n);
+        if (!rc) rc = tw_buf_putc(b, '}');
         break;
     case MP_EXT:
         rc = tw_buf_append_str(b, "{\"$ext\":");
-        if (!rc)
-            rc = buf_i64(b, v.ext_type);
-        if (!rc)
-            rc = tw_buf_append_str(b, ",\"$base64\":");
-        if (!rc)
-            rc = append_base64_string(b, v.body, v.n);
-        if (!rc)
-            rc = tw_buf_putc(b, '}');
+        if (!rc) rc = buf_i64(b, v.ext_type);
+        if (!rc) rc = tw_buf_append_str(b, ",\"$base64\":");
+        if (!rc) rc = append_base64_string(b, v.body, v.n);
+        if (!rc) rc = tw_buf_putc(b, '}');
         break;
     case MP_ARRAY:
     case MP_MAP: {
         int map = v.kind == MP_MAP;
-        if (depth <= 0 || (map ? 2 * (uint64_t)v.n : v.n) > (uint64_t)(end - p))
-            return -EINVAL;
+        if (depth <= 0 || (map ? 2 * (uint64_t)v.n : v.n) > (uint64_t)(end - p)) return -EINVAL;
         rc = tw_buf_putc(b, map ? '{' : '[');
         for (uint32_t i = 0; i < v.n && !rc; i++) {
-            if (i)
-                rc = tw_buf_putc(b, ',');
-            if (map && !rc)
-                rc = mp_key_to_json(b, &p, end, depth - 1, in_key);
-            if (map && !rc)
-                rc = tw_buf_putc(b, ':');
-            if (!rc)
-                rc = mp_to_json(b, &p, end, depth - 1, in_key);
+            if (i) rc = tw_buf_putc(b, ',');
+            if (map && !rc) rc = mp_key_to_json(b, &p, end, depth - 1, in_key);
+            if (map && !rc) rc = tw_buf_putc(b, ':');
+            if (!rc) rc = mp_to_json(b, &p, end, depth - 1, in_key);
         }
-        if (!rc)
-            rc = tw_buf_putc(b, map ? '}' : ']');
+        if (!rc) rc = tw_buf_putc(b, map ? '}' : ']');
         break;
     }
     }
@@ -1778,8 +1656,7 @@ static int data_convert(tw_encoding from, const uint8_t *data, size_t len, tw_en
         jdoc d;
         const char *why;
         rc = jdoc_load(&d, (const char *)data, len, DATA_MAX_DEPTH, &why);
-        if (!rc && d.lex_err)
-            rc = -EINVAL;
+        if (!rc && d.lex_err) rc = -EINVAL;
         if (!rc && to == TW_ENC_JSON) {
             rc = json_print(b, d.root, &d);
         } else if (!rc) {
@@ -1799,8 +1676,7 @@ int tw_data_convert(tw_encoding from, const uint8_t *data, size_t len, tw_encodi
 {
     size_t start = b->len;
     int rc = data_convert(from, data, len, to, b);
-    if (rc)
-        b->len = start;
+    if (rc) b->len = start;
     return rc;
 }
 
@@ -1819,13 +1695,11 @@ typedef struct wr {
 
 static void wr_check(wr *w, int rc)
 {
-    if (rc && !w->rc)
-        w->rc = rc < -1 ? rc : -ENOMEM; /* msgpack-c returns -1: its write failed */
+    if (rc && !w->rc) w->rc = rc < -1 ? rc : -ENOMEM; /* msgpack-c returns -1: its write failed */
 }
 
 /* `nfields` counts op too; `hint` is the size expected, reserved up front. */
-static void wr_begin(wr *w, tw_buf *b, tw_encoding enc, const char *op, size_t nfields,
-                     size_t hint)
+static void wr_begin(wr *w, tw_buf *b, tw_encoding enc, const char *op, size_t nfields, size_t hint)
 {
     w->b = b;
     w->start = b->len;
@@ -1838,8 +1712,7 @@ static void wr_begin(wr *w, tw_buf *b, tw_encoding enc, const char *op, size_t n
         return;
     }
     wr_check(w, tw_buf_reserve(b, hint));
-    if (w->rc)
-        return;
+    if (w->rc) return;
     if (enc == TW_ENC_JSON) {
         wr_check(w, tw_buf_append(b, "{\"op\":\"", 7));
         wr_check(w, tw_buf_append_str(b, op));
@@ -1855,8 +1728,7 @@ static void wr_begin(wr *w, tw_buf *b, tw_encoding enc, const char *op, size_t n
 static void wr_key(wr *w, const char *key, size_t n)
 {
     w->nkeys++;
-    if (w->rc)
-        return;
+    if (w->rc) return;
     if (w->enc == TW_ENC_JSON) {
         int rc = tw_buf_reserve(w->b, n + 4);
         if (rc) {
@@ -1879,8 +1751,7 @@ static void wr_key(wr *w, const char *key, size_t n)
 
 static void wr_str(wr *w, const char *s, size_t n)
 {
-    if (w->rc)
-        return;
+    if (w->rc) return;
     if (w->enc == TW_ENC_JSON)
         wr_check(w, tw_buf_append_json_string(w->b, s, n));
     else
@@ -1890,8 +1761,7 @@ static void wr_str(wr *w, const char *s, size_t n)
 /* A string from elsewhere (an error message): ill-formed UTF-8 replaced by U+FFFD. */
 static void wr_str_lossy(wr *w, const char *s, size_t n)
 {
-    if (w->rc)
-        return;
+    if (w->rc) return;
     if (w->enc == TW_ENC_JSON) {
         wr_check(w, append_json_string_lossy(w->b, (const uint8_t *)s, n));
     } else if (utf8_valid((const uint8_t *)s, n)) {
@@ -1907,8 +1777,7 @@ static void wr_str_lossy(wr *w, const char *s, size_t n)
 
 static void wr_i64(wr *w, int64_t v)
 {
-    if (w->rc)
-        return;
+    if (w->rc) return;
     if (w->enc == TW_ENC_JSON)
         wr_check(w, buf_i64(w->b, v));
     else
@@ -1917,8 +1786,7 @@ static void wr_i64(wr *w, int64_t v)
 
 static void wr_bool(wr *w, int v)
 {
-    if (w->rc)
-        return;
+    if (w->rc) return;
     if (w->enc == TW_ENC_JSON)
         wr_check(w, v ? tw_buf_append(w->b, "true", 4) : tw_buf_append(w->b, "false", 5));
     else
@@ -1943,8 +1811,7 @@ static void wr_pos(wr *w, const char *origin, uint64_t seq)
 
 static void wr_cursor(wr *w, const tw_store_cursor_entry *e, size_t n)
 {
-    if (w->rc)
-        return;
+    if (w->rc) return;
     if (w->enc == TW_ENC_JSON) {
         wr_check(w, tw_cursor_to_json(w->b, e, n));
         return;
@@ -1968,10 +1835,8 @@ static int wr_end(wr *w)
 {
     if (w->nkeys != w->nfields) /* an encoder miscounted its map: never send it */
         wr_check(w, -EINVAL);
-    if (!w->rc && w->enc == TW_ENC_JSON)
-        wr_check(w, tw_buf_putc(w->b, '}'));
-    if (w->rc)
-        w->b->len = w->start;
+    if (!w->rc && w->enc == TW_ENC_JSON) wr_check(w, tw_buf_putc(w->b, '}'));
+    if (w->rc) w->b->len = w->start;
     return w->rc;
 }
 
@@ -1980,19 +1845,13 @@ int tw_cursor_to_json(tw_buf *b, const tw_store_cursor_entry *entries, size_t n)
     size_t start = b->len;
     int rc = tw_buf_putc(b, '{');
     for (size_t i = 0; i < n && !rc; i++) {
-        if (i)
-            rc = tw_buf_putc(b, ',');
-        if (!rc)
-            rc = tw_buf_append_json_string(b, entries[i].origin, strlen(entries[i].origin));
-        if (!rc)
-            rc = tw_buf_putc(b, ':');
-        if (!rc)
-            rc = buf_u64(b, entries[i].seq);
+        if (i) rc = tw_buf_putc(b, ',');
+        if (!rc) rc = tw_buf_append_json_string(b, entries[i].origin, strlen(entries[i].origin));
+        if (!rc) rc = tw_buf_putc(b, ':');
+        if (!rc) rc = buf_u64(b, entries[i].seq);
     }
-    if (!rc)
-        rc = tw_buf_putc(b, '}');
-    if (rc)
-        b->len = start;
+    if (!rc) rc = tw_buf_putc(b, '}');
+    if (rc) b->len = start;
     return rc;
 }
 
@@ -2031,8 +1890,8 @@ int tw_proto_encode_subscribed(tw_buf *b, tw_encoding enc, const int64_t *id, co
     return wr_end(&w);
 }
 
-int tw_proto_encode_unsubscribed(tw_buf *b, tw_encoding enc, const int64_t *id,
-                                 const char *channel, size_t channel_len)
+int tw_proto_encode_unsubscribed(tw_buf *b, tw_encoding enc, const int64_t *id, const char *channel,
+                                 size_t channel_len)
 {
     wr w;
     wr_begin(&w, b, enc, "unsubscribed", 2 + (id != NULL), 64 + channel_len);

@@ -114,6 +114,15 @@ typedef struct tw_proto_error {
 int tw_proto_decode(tw_encoding enc, const uint8_t *msg, size_t len, const tw_proto_limits *lim,
                     tw_request *out, tw_proto_error *err);
 
+/*
+ * Decodes an HTTP API body as a request of the op its endpoint implies (`op` in the body is
+ * ignored): POST /api/publish {"channel", "data"} is TW_OP_PUBLISH. Same rules and results
+ * as tw_proto_decode, so data published over HTTP is validated and kept exactly as over
+ * WebSocket. With implied == TW_OP_NONE it is tw_proto_decode.
+ */
+int tw_proto_decode_as(tw_encoding enc, tw_op implied, const uint8_t *msg, size_t len,
+                       const tw_proto_limits *lim, tw_request *out, tw_proto_error *err);
+
 /* Frees what a request holds and zeroes it. */
 void tw_request_free(tw_request *req);
 

@@ -46,6 +46,23 @@ def test_publish_validation(node):
     assert node.get("/nope")[0] == 404
 
 
+def test_http_publish_keeps_data_exactly(node):
+    """Numbers reach subscribers exactly as the back end wrote them (no float rounding)."""
+    import asyncio
+    from conftest import Client, run
+
+    async def go():
+        c = await Client.connect(node.url)
+        await c.request("subscribe", channel="exact")
+        body = b'{"channel":"exact","data":{"big":9007199254740993,"f":0.30000000000000004,"s":"\\u00e9"}}'
+        status, resp = node.post("/api/publish", body)
+        assert status == 200, resp
+        raw = await asyncio.wait_for(c.ws.recv(), 10)
+        assert '"big":9007199254740993,"f":0.30000000000000004,' in raw, raw
+        assert json.loads(raw)["data"]["s"] == "\u00e9"
+    run(go())
+
+
 def test_api_key_required_when_configured(node_factory):
     node = node_factory("--api-key", "s3cret-key").start()
     assert node.post("/api/publish", {"channel": "a", "data": 1})[0] == 401

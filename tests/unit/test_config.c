@@ -151,6 +151,34 @@ static void test_units(void **state)
     assert_int_equal(tw_parse_hostport("h:99999", host, sizeof host, &port), -1);
 }
 
+/* The shipped sample config loads, and docs/configuration.md carries the table as generated. */
+static void test_sample_config_and_docs_in_sync(void **state)
+{
+    tw_config cfg;
+    char err[256] = "";
+    char *argv[] = {"tidewire", "--config", TW_SOURCE_DIR "/deploy/tidewire.conf", NULL};
+    char *env[] = {NULL};
+    assert_int_equal(load(&cfg, argv, env, err), TW_CONFIG_OK);
+    assert_string_equal(cfg.data, "/var/lib/tidewire");
+    tw_config_free(&cfg);
+
+    char *table = NULL;
+    size_t tlen = 0;
+    FILE *f = open_memstream(&table, &tlen);
+    tw_config_print_markdown(f);
+    fclose(f);
+    FILE *doc = fopen(TW_SOURCE_DIR "/docs/configuration.md", "r");
+    assert_non_null(doc);
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, doc);
+    fclose(doc);
+    text[n] = '\0';
+    if (!strstr(text, table))
+        fail_msg("docs/configuration.md is out of date: regenerate its table with "
+                 "build/bin/tidewire --help-markdown");
+    free(table);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -159,6 +187,7 @@ int main(void)
         cmocka_unit_test(test_errors_are_named),
         cmocka_unit_test(test_help_lists_every_flag),
         cmocka_unit_test(test_units),
+        cmocka_unit_test(test_sample_config_and_docs_in_sync),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
