@@ -3,9 +3,13 @@
 JOBS    ?= $(shell nproc)
 BUILD   ?= build
 ASAN    ?= build-asan
+FUZZ    ?= build-fuzz
+# Seconds each libFuzzer driver runs: a smoke run in `make test`, longer with `make fuzz`.
+FUZZ_SECONDS ?= 15
+FUZZ_LONG ?= 300
 ARGS    ?=
 
-.PHONY: all deps test-deps build asan run test test-fast bench clean format
+.PHONY: all deps test-deps build asan fuzz-build run test test-fast fuzz bench clean format
 
 all: build
 
@@ -24,14 +28,27 @@ asan: test-deps
 	@cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DTW_SANITIZE=ON >/dev/null
 	@cmake --build $(ASAN) -j $(JOBS)
 
+# libFuzzer drivers (clang, with ASan+UBSan) for every parser: HTTP, WebSocket, both codecs.
+fuzz-build: test-deps
+	@CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTW_FUZZ=ON \
+		-DTW_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
+	@cmake --build $(FUZZ) -j $(JOBS) --target fuzz_http fuzz_ws fuzz_protocol_json fuzz_protocol_msgpack
+
 # Serve one node on 0.0.0.0:8080 with its log in ./data (the embedded defaults).
 run: build
 	$(BUILD)/bin/tidewire $(ARGS)
 
-# Every test: unit and integration, on the optimised build and on the sanitizer build.
-test: test-deps build asan
+# Every test: unit and integration on the optimised build and on the sanitizer build, then
+# a short run of each fuzz driver.
+test: test-deps build asan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
 	cd $(ASAN) && ctest --output-on-failure -j 2 --timeout 900
+	cd $(FUZZ) && ctest --output-on-failure -j 2 -L fuzz
+
+# The fuzz drivers for longer: FUZZ_LONG=600 make fuzz
+fuzz: FUZZ_SECONDS = $(FUZZ_LONG)
+fuzz: fuzz-build
+	cd $(FUZZ) && ctest --output-on-failure -j 2 -L fuzz
 
 # Only the optimised build's tests (the quick loop while developing).
 test-fast: test-deps build
@@ -44,4 +61,4 @@ format:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(ASAN)
+	rm -rf $(BUILD) $(ASAN) $(FUZZ)

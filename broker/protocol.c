@@ -1418,6 +1418,8 @@ int tw_proto_decode_as(tw_encoding enc, tw_op implied, const uint8_t *msg, size_
     memset(&e, 0, sizeof e);
     dctx c = {.enc = enc, .lim = lim ? lim : &tw_proto_default_limits, .err = &e};
     int rc;
+    static const uint8_t empty[1];
+    if (len == 0) msg = empty; /* an empty WebSocket message comes as (NULL, 0) */
     if (enc == TW_ENC_JSON)
         rc = decode_json(&c, msg, len, implied, &req);
     else if (enc == TW_ENC_MSGPACK)

@@ -35,6 +35,7 @@ def raw_exchange(node, data, read_timeout=5.0):
 
 
 BAD_REQUESTS = [
+    ("empty message", "", 400, None),
     ("not json", "hello", 400, None),
     ("json but not an object", "[1,2]", 400, None),
     ("trailing bytes", '{"op":"ping"} x', 400, None),
