@@ -111,3 +111,35 @@ def test_origin_is_stable_and_name_mismatch_refused(node_factory):
                        capture_output=True, timeout=20)
     assert p.returncode != 0
     assert b"another node" in p.stderr or b"node name" in p.stderr
+
+
+def test_full_log_refuses_publishes_and_keeps_serving(node_factory):
+    """At the map's limit a publish gets 503 and a log line; everything acknowledged before
+    stays readable, and the node keeps serving."""
+    node = node_factory("--store-map-size", "1MiB").start()
+
+    async def go():
+        c = await Client.connect(node.url)
+        acked, refused = [], None
+        blob = "x" * 8000
+        for i in range(400):
+            m = await c.request("publish", channel="fill", data={"i": i, "b": blob})
+            if m["op"] == "error":
+                refused = m
+                break
+            acked.append(m["pos"])
+        assert refused is not None, "the log never filled"
+        assert refused["code"] == 503 and "full" in refused["message"]
+        assert len(acked) > 10
+        # HTTP publishes are refused the same way
+        status, body = node.post("/api/publish", {"channel": "fill", "data": blob})
+        assert status == 503, body
+        # reads and replays still work, and every acknowledged event is there
+        r = await Client.connect(node.url)
+        await r.request("subscribe", channel="fill", since={})
+        got = await r.events(len(acked))
+        assert [e["pos"] for e in got] == acked
+        assert (await c.request("ping"))["op"] == "pong"
+        assert node.stats()["events"]["publishes_refused"] >= 2
+    run(go())
+    assert "store-full" in node.read_log()
