@@ -474,7 +474,8 @@ void tw_conn_tick(tw_server *srv, uint64_t now)
             tw_session_close(s, 4208, "slow consumer");
             continue;
         }
-        if (now - c->last_ping_ms >= (uint64_t)cfg->ping_interval_ms) {
+        /* Half a tick early rather than a tick late: pings keep the advertised interval. */
+        if (now - c->last_ping_ms + srv->tick_ms / 2 >= (uint64_t)cfg->ping_interval_ms) {
             c->last_ping_ms = now;
             tw_ws_ping(&s->ws);
         }

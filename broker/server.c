@@ -392,7 +392,11 @@ int tw_server_run(const tw_config *cfg)
         goto out_close;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
-    uv_timer_start(&srv->tick, on_tick, 1000, 1000);
+    /* Fine enough that pings keep their interval and timeouts fire on time, at most 1 s. */
+    uint64_t tick = (uint64_t)(cfg->ping_interval_ms < cfg->idle_timeout_ms ? cfg->ping_interval_ms
+                                                                           : cfg->idle_timeout_ms) / 5;
+    srv->tick_ms = tick < 20 ? 20 : tick > 1000 ? 1000 : tick;
+    uv_timer_start(&srv->tick, on_tick, srv->tick_ms, srv->tick_ms);
     srv->ready = 1;
     tw_info("ready", "node %s ready (durability %s, api %s)", srv->origin, cfg->durability,
             *cfg->api_key ? "needs a key" : "OPEN: no --api-key set");

@@ -248,6 +248,7 @@ struct tw_server {
     uv_check_t turn_check;  /* end of each loop turn: catch-up reads, then writes */
     uv_idle_t turn_idle;    /* keeps the loop turning while catch-up work remains */
     uv_timer_t tick;
+    uint64_t tick_ms;       /* period of the timeout and ping checks */
     uv_signal_t sig_term, sig_int;
     uv_timer_t shutdown_timer;
 

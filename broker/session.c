@@ -216,11 +216,28 @@ static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
         }
     }
 
-    /* The reply's cursor: the resume cursor as given, or the head for a live start. */
+    /* The reply's cursor, where the subscription starts: the resume cursor as given; for
+     * `last` alone, the cursor just before the first replayed event (a client that merges
+     * it must not drop what it asked for); for a live start, the head. */
     tw_store_cursor_entry head[64];
+    tw_store_origin_info at[64];
     const tw_store_cursor_entry *cur = a->since.entries;
     size_t ncur = a->since.n;
-    if (!a->has_since) {
+    if (!a->has_since && from_log) {
+        size_t n = 0;
+        int rc = tw_store_cursor_at(srv->reader, after, at, 64, &n);
+        if (rc != 0) {
+            tw_error("store-read", "cursor for a subscribe failed: %s", tw_store_strerror(rc));
+            tw_session_error(s, id, 500, "could not read the log");
+            return;
+        }
+        ncur = n < 64 ? n : 64;
+        for (size_t i = 0; i < ncur; i++) {
+            head[i].origin = at[i].origin;
+            head[i].seq = at[i].last_seq;
+        }
+        cur = head;
+    } else if (!a->has_since) {
         ncur = (size_t)encode_head_cursor(srv, head, 64);
         cur = head;
     }

@@ -164,6 +164,8 @@ static const figure figures[] = {
 
 void tw_stats_sample(tw_stats *st, uint64_t now_ms)
 {
+    /* Rates over at least a second, however often the tick runs. */
+    if (st->prev_sample_ms && now_ms - st->prev_sample_ms < 1000) return;
     if (st->prev_sample_ms) {
         double secs = (double)(now_ms - st->prev_sample_ms) / 1000.0;
         if (secs <= 0) return;

@@ -221,6 +221,17 @@ int tw_store_channel_tail(tw_store_reader *r, const char *channel, size_t channe
 
 /* ---- Introspection ------------------------------------------------------------------ */
 
+struct tw_store_origin_info;
+
+/*
+ * The cursor of a reader positioned at after_lsn: for each origin in the log (in no
+ * particular order), out[i].last_seq is the greatest seq whose lsn <= after_lsn (0
+ * when none), and out[i].first_seq the oldest kept. *n is set to the number of origins (may
+ * exceed cap). A subscription that replays the log after after_lsn starts from this cursor.
+ */
+int tw_store_cursor_at(tw_store_reader *r, uint64_t after_lsn, struct tw_store_origin_info *out,
+                       size_t cap, size_t *n);
+
 typedef struct tw_store_origin_info {
     char origin[TW_STORE_ORIGIN_MAX + 1];
     uint64_t first_seq; /* oldest kept (0 when none kept) */

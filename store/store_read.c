@@ -395,6 +395,86 @@ out_end_read:
     return rc;
 }
 
+/* The lsn of (idx, seq) through oidx; ENOTFOUND when that seq is not kept. */
+static int seq_lsn(tw_store_reader *r, uint32_t idx, uint64_t seq, uint64_t *lsn)
+{
+    unsigned char key[TW_STORE__OIDX_KEY];
+    MDB_val k = {sizeof key, key}, v;
+    tw_store__put_be32(key, idx);
+    tw_store__put_be64(key + 4, seq);
+    int rc = mdb_get(r->txn, r->s->dbi_oidx, &k, &v);
+    if (rc == MDB_NOTFOUND) return TW_STORE_ENOTFOUND;
+    if (rc) return tw_store__map_err(rc);
+    if (v.mv_size != 8) return TW_STORE_ECORRUPT;
+    *lsn = tw_store__get_be64(v.mv_data);
+    return 0;
+}
+
+int tw_store_cursor_at(tw_store_reader *r, uint64_t after_lsn, tw_store_origin_info *out,
+                       size_t cap, size_t *n)
+{
+    MDB_val k, v;
+    size_t count = 0;
+    int rc;
+
+    if (!r || !n || (cap && !out)) return TW_STORE_EINVAL;
+    rc = begin_read(r);
+    if (rc) return rc;
+    /*
+     * Within an origin, lsn grows with seq (events are applied in seq order), so the
+     * greatest seq at or before after_lsn is found by binary search over the kept seqs.
+     */
+    for (rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_NEXT)) {
+        const unsigned char *row = v.mv_data;
+        if (v.mv_size != TW_STORE__ORIGIN_ROW || k.mv_size > TW_STORE_ORIGIN_MAX) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        uint32_t idx = tw_store__get_be32(row);
+        uint64_t first = tw_store__get_be64(row + 4);
+        uint64_t last = tw_store__get_be64(row + 12);
+        uint64_t seen = 0;
+        if (last && first) {
+            uint64_t lo = first, hi = last, lsn = 0;
+            seen = first - 1; /* what retention trimmed came before every kept event */
+            while (lo <= hi) {
+                uint64_t mid = lo + (hi - lo) / 2;
+                int rc2 = seq_lsn(r, idx, mid, &lsn);
+                if (rc2) {
+                    rc = rc2;
+                    goto out_end_read;
+                }
+                if (lsn <= after_lsn) {
+                    seen = mid;
+                    lo = mid + 1;
+                } else {
+                    if (mid == 0) break;
+                    hi = mid - 1;
+                }
+            }
+        } else if (last) {
+            seen = last; /* nothing kept: all of it is in the past */
+        }
+        if (count < cap) {
+            memcpy(out[count].origin, k.mv_data, k.mv_size);
+            out[count].origin[k.mv_size] = '\0';
+            out[count].first_seq = first;
+            out[count].last_seq = seen;
+        }
+        count++;
+    }
+    if (rc != MDB_NOTFOUND) {
+        rc = tw_store__map_err(rc);
+        goto out_end_read;
+    }
+    rc = 0;
+    *n = count;
+out_end_read:
+    end_read(r);
+    return rc;
+}
+
 int tw_store_channel_tail(tw_store_reader *r, const char *channel, size_t channel_len, size_t count,
                           uint64_t *after_lsn)
 {

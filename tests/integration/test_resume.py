@@ -73,6 +73,9 @@ def test_last_n_bootstraps_a_view(node):
         c = await Client.connect(node.url)
         r = await c.request("subscribe", channel="feed", last=5)
         assert r["replayed"] is True
+        # the cursor is where the replay starts: a client merging it keeps all five
+        (origin, seq), = r["cursor"].items()
+        assert seq == 15
         assert [e["data"] for e in await c.events(5)] == [15, 16, 17, 18, 19]
         publish_http(node, "feed", 20)
         assert (await c.events(1))[0]["data"] == 20

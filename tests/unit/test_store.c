@@ -1327,6 +1327,32 @@ static void test_multi_origin_cursor(void **state)
     }
     assert_int_equal(checked, 5 * 5 * 5 - 1);
 
+    /* tw_store_cursor_at: the cursor of a reader at every position, by brute force, and it
+     * resolves back to that position (what a `last: N` subscription reports and later
+     * resumes from). */
+    for (uint64_t at = 0; at <= N; at++) {
+        tw_store_origin_info oi[4];
+        size_t no = 0;
+        assert_int_equal(tw_store_cursor_at(r, at, oi, 4, &no), 0);
+        assert_int_equal(no, 3);
+        tw_store_cursor_entry e[3];
+        for (size_t k = 0; k < no; k++) {
+            int org = strcmp(oi[k].origin, names[0]) == 0   ? 0
+                      : strcmp(oi[k].origin, names[1]) == 0 ? 1
+                                                            : 2;
+            uint64_t want_seq = 0;
+            for (size_t i = 0; i < N; i++)
+                if (m[i].origin == org && m[i].lsn <= at && m[i].seq > want_seq) want_seq = m[i].seq;
+            assert_int_equal(oi[k].last_seq, want_seq);
+            e[k] = (tw_store_cursor_entry){oi[k].origin, oi[k].last_seq};
+        }
+        uint64_t after;
+        int rec;
+        assert_int_equal(tw_store_resolve_cursor(r, e, no, &after, &rec), 0);
+        assert_int_equal(after, at);
+        assert_int_equal(rec, 1);
+    }
+
     tw_store_reader_free(r);
     tw_store_close(s);
     got_free(&g);
