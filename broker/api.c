@@ -111,6 +111,9 @@ void tw_api_handle(tw_conn *c, tw_http_request *req)
         if (req->method != HTTP_POST) respond_error(c, 405, "use POST");
         else if (!api_authorized(c, req)) respond_error(c, 401, "missing or wrong API key");
         else api_publish(c, req);
+    /* -- history (issue 3) -- */
+    /* -- broadcast, presence, disconnect (issue 5) -- */
+    /* -- admin dashboard (issue 7) -- */
     } else if (strcmp(path, "/ws") == 0) {
         /* A plain request to the WebSocket endpoint: say what it wants. */
         tw_conn_http_respond(c, 426, "application/json",

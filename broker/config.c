@@ -74,6 +74,9 @@ static const setting settings[] = {
      NULL, "Bytes of publishes waiting for the log writer before new ones are refused (503)"},
     {"shutdown-timeout", T_DURATION, OFF(shutdown_timeout_ms), "5s", 0, 600000, NULL,
      "On SIGTERM/SIGINT, time given to clients to receive their close frames"},
+    /* -- the log: retention, growth (issue 3) -- */
+    /* -- authentication, permissions, TLS, limits (issue 5) -- */
+    /* -- admin dashboard (issue 7) -- */
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

@@ -38,6 +38,9 @@ typedef struct tw_config {
     int64_t store_map_size;
     int64_t store_max_queue_bytes;
     int64_t shutdown_timeout_ms;
+    /* -- the log: retention, growth (issue 3) -- */
+    /* -- authentication, permissions, TLS, limits (issue 5) -- */
+    /* -- admin dashboard (issue 7) -- */
 } tw_config;
 
 /* Outcome of tw_config_load besides errors. */
