@@ -9,7 +9,7 @@ FUZZ_SECONDS ?= 15
 FUZZ_LONG ?= 300
 ARGS    ?=
 
-.PHONY: all deps test-deps build asan fuzz-build run test test-fast fuzz bench clean format
+.PHONY: all deps test-deps js-deps build asan fuzz-build run test test-fast fuzz bench soak clean format
 
 all: build
 
@@ -18,6 +18,13 @@ deps:
 
 test-deps:
 	@deploy/install-deps.sh --test
+
+# The JavaScript client's dev dependencies (its tests: ws, playwright-core, esbuild, React)
+# from the committed package-lock.json, again only when the lock file changed.
+JS_DIR  = client-sdk/js
+js-deps: test-deps
+	@cd $(JS_DIR) && { [ node_modules/.tw-npm-ci -nt package-lock.json ] || \
+		{ npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.tw-npm-ci; }; }
 
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
@@ -32,15 +39,15 @@ asan: test-deps
 fuzz-build: test-deps
 	@CC=clang cmake -S . -B $(FUZZ) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTW_FUZZ=ON \
 		-DTW_FUZZ_SECONDS=$(FUZZ_SECONDS) >/dev/null
-	@cmake --build $(FUZZ) -j $(JOBS) --target fuzz_http fuzz_ws fuzz_protocol_json fuzz_protocol_msgpack
+	@cmake --build $(FUZZ) -j $(JOBS) --target fuzzers
 
 # Serve one node on 0.0.0.0:8080 with its log in ./data (the embedded defaults).
 run: build
 	$(BUILD)/bin/tidewire $(ARGS)
 
-# Every test: unit and integration on the optimised build and on the sanitizer build, then
-# a short run of each fuzz driver.
-test: test-deps build asan fuzz-build
+# Every test: unit, integration, JavaScript and browser (client-sdk/js) on the optimised build
+# and on the sanitizer build, then a short run of each fuzz driver.
+test: test-deps js-deps build asan fuzz-build
 	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
 	cd $(ASAN) && ctest --output-on-failure -j 2 --timeout 900
 	cd $(FUZZ) && ctest --output-on-failure -j 2 -L fuzz
@@ -51,11 +58,20 @@ fuzz: fuzz-build
 	cd $(FUZZ) && ctest --output-on-failure -j 2 -L fuzz
 
 # Only the optimised build's tests (the quick loop while developing).
-test-fast: test-deps build
+test-fast: test-deps js-deps build
 	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
 
 bench: build
 	tests/bench/run.sh
+
+# The log's crash-safety test for longer: SIGKILL in the middle of heavy publishing, then
+# check every acknowledged event, SOAK_CYCLES times (make test runs 20).
+SOAK_CYCLES ?= 200
+soak: build
+	mkdir -p $(BUILD)/tmp
+	SOAK_CYCLES=$(SOAK_CYCLES) TIDEWIRE_BIN=$(CURDIR)/$(BUILD)/bin/tidewire \
+		TW_TEST_TMP=$(CURDIR)/$(BUILD)/tmp /usr/bin/python3 -m pytest -q -p no:cacheprovider \
+		tests/integration/test_store_crash.py
 
 format:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i

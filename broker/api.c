@@ -1,11 +1,13 @@
 /* api.c — see api.h. */
 #include "api.h"
 
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <openssl/crypto.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "log.h"
 
 static void respond_json(tw_conn *c, int status, tw_buf *body)
@@ -26,16 +28,30 @@ static void respond_error(tw_conn *c, int status, const char *message)
     tw_buf_free(&b);
 }
 
-/* With --api-key set, the API wants `Authorization: Bearer KEY`; compared in constant time. */
-static int api_authorized(tw_conn *c, const tw_http_request *req)
+/* `Authorization: Bearer KEY` against a configured key (empty: open), in constant time. */
+static int bearer_matches(const char *key, const tw_http_request *req)
 {
-    const char *key = c->srv->cfg->api_key;
     if (!*key) return 1;
     const char *auth = req->authorization;
     if (!auth || strncasecmp(auth, "Bearer ", 7) != 0) return 0;
     const char *given = auth + 7;
     size_t kl = strlen(key), gl = strlen(given);
     return kl == gl && CRYPTO_memcmp(key, given, kl) == 0;
+}
+
+/* With --api-key set, the API wants `Authorization: Bearer KEY`. */
+static int api_authorized(tw_conn *c, const tw_http_request *req)
+{
+    int ok = bearer_matches(c->srv->cfg->api_key, req);
+    if (!ok) c->srv->stats.api_unauthorized++;
+    return ok;
+}
+
+int tw_api_admin_authorized(tw_conn *c, const tw_http_request *req)
+{
+    int ok = bearer_matches(c->srv->cfg->admin_key, req);
+    if (!ok) c->srv->stats.api_unauthorized++;
+    return ok;
 }
 
 /* POST /api/publish {"channel": "...", "data": ...} -> {"pos": "..."} after the commit. The
@@ -75,6 +91,323 @@ void tw_api_publish_done(tw_conn *c, const char *origin, uint64_t seq, int code,
     tw_conn_http_respond(c, 200, "application/json", body, (size_t)n, NULL);
 }
 
+/* ---- history (issue 3) ------------------------------------------------------------------ */
+
+#define HISTORY_DEFAULT_LIMIT 100
+#define HISTORY_MAX_LIMIT 1000
+/* Event data bytes one page reads at most (a page may then hold fewer than `limit`). */
+#define HISTORY_MAX_BYTES (4u << 20)
+
+typedef struct history_page {
+    tw_buf *out;
+    tw_cursor *cur; /* the request's cursor, advanced past every event written */
+    size_t n, limit;
+    int more; /* an event the cursor had not seen was left for the next page */
+    int rc;
+} history_page;
+
+/* The cursor's entry for an origin, appended (0) when absent. NULL when full. */
+static tw_store_cursor_entry *cursor_entry(tw_cursor *c, const char *origin, size_t cap)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->entries[i].origin, origin) == 0) return &c->entries[i];
+    if (c->n == cap) return NULL;
+    snprintf(c->origins[c->n], sizeof c->origins[c->n], "%s", origin);
+    c->entries[c->n].origin = c->origins[c->n];
+    c->entries[c->n].seq = 0;
+    return &c->entries[c->n++];
+}
+
+static int history_event(void *arg, const tw_store_event *ev)
+{
+    history_page *pg = arg;
+    tw_store_cursor_entry *e = cursor_entry(pg->cur, ev->origin, 64);
+    if (!e) {
+        pg->rc = -1;
+        return 1;
+    }
+    if (ev->seq <= e->seq) return 0; /* seen already (origins interleaved past the cursor) */
+    if (pg->n == pg->limit) {
+        pg->more = 1;
+        return 1;
+    }
+    pg->rc |= tw_buf_append_str(pg->out, pg->n ? "," : "");
+    pg->rc |= tw_proto_encode_event(pg->out, TW_ENC_JSON, ev->channel, ev->channel_len, ev->origin,
+                                    ev->seq, ev->ts_ms, (tw_encoding)ev->encoding,
+                                    (const uint8_t *)ev->data, ev->data_len);
+    e->seq = ev->seq;
+    pg->n++;
+    return pg->rc != 0;
+}
+
+/*
+ * GET /api/history?channel=NAME[&since=CURSOR][&limit=N] -> {"channel", "recovered",
+ * "events": [event messages, as a JSON WebSocket client gets them], "next": CURSOR,
+ * "more": bool}. `since` is a cursor as in subscribe (absent or {}: from the oldest kept);
+ * `next` is the cursor to pass as `since` for the following page. Reads in bounded steps on
+ * the loop, like a replay chunk; never more than HISTORY_MAX_LIMIT events per page.
+ */
+static void api_history(tw_conn *c, tw_http_request *req)
+{
+    tw_server *srv = c->srv;
+    char ch[TW_STORE_CHANNEL_MAX + 1], lim[24];
+    char *since = NULL;
+    int len = tw_http_query_param(req->query, "channel", ch, sizeof ch);
+    if (len < 1 || !tw_channel_valid(ch, (size_t)len, srv->limits.max_channel_len)) {
+        respond_error(c, 400, "channel=NAME is required");
+        return;
+    }
+    size_t limit = HISTORY_DEFAULT_LIMIT;
+    int ll = tw_http_query_param(req->query, "limit", lim, sizeof lim);
+    if (ll > 0) {
+        char *end = NULL;
+        unsigned long long v = strtoull(lim, &end, 10);
+        if (*end || lim[0] == '-' || v < 1 || v > HISTORY_MAX_LIMIT) {
+            respond_error(c, 400, "limit must be 1 to 1000");
+            return;
+        }
+        limit = (size_t)v;
+    }
+    /* The cursor: room for what a client may send, plus every origin this log holds. */
+    tw_cursor cur = {0};
+    size_t qlen = req->query ? strlen(req->query) : 0;
+    since = malloc(qlen + 1);
+    int sl = since ? tw_http_query_param(req->query, "since", since, qlen + 1) : -1;
+    if (!since) {
+        respond_error(c, 500, "out of memory");
+        return;
+    }
+    tw_proto_limits lims = srv->limits;
+    if (sl > 0) {
+        tw_proto_error err;
+        int rc = tw_cursor_parse_json(since, (size_t)sl, &lims, &cur, &err);
+        if (rc != 0) {
+            free(since);
+            respond_error(c, rc == -EINVAL ? 400 : 500,
+                          rc == -EINVAL ? "since: expected a cursor {\"origin\": seq, ...}"
+                                        : "out of memory");
+            return;
+        }
+    }
+    free(since);
+    if (cur.n > 64) {
+        tw_cursor_free(&cur);
+        respond_error(c, 400, "since: at most 64 origins");
+        return;
+    }
+    /* Widen the cursor's storage to 64 entries so the page can add origins it meets. */
+    tw_cursor page = {0};
+    page.entries = calloc(64, sizeof *page.entries);
+    page.origins = calloc(64, sizeof *page.origins);
+    if (!page.entries || !page.origins) {
+        free(page.entries);
+        free(page.origins);
+        tw_cursor_free(&cur);
+        respond_error(c, 500, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < cur.n; i++)
+        cursor_entry(&page, cur.entries[i].origin, 64)->seq = cur.entries[i].seq;
+    tw_cursor_free(&cur);
+
+    uint64_t after = 0;
+    int recovered = 1, at_head = 1, rc;
+    rc = tw_store_resolve_cursor(srv->reader, ch, (size_t)len, page.entries, page.n, &after,
+                                 &recovered);
+    tw_buf b;
+    tw_buf_init(&b, 0);
+    rc |= tw_buf_append_str(&b, "{\"channel\":");
+    rc |= tw_buf_append_json_string(&b, ch, (size_t)len);
+    rc |= tw_buf_printf(&b, ",\"recovered\":%s,\"events\":[", recovered ? "true" : "false");
+    history_page pg = {.out = &b, .cur = &page, .limit = limit};
+    /* Events at or below the cursor may follow `after` (interleaved origins): a few steps
+     * may pass nothing; each step is bounded, and so is their number. */
+    for (int step = 0; rc == 0 && pg.n < limit && step < 64; step++) {
+        uint64_t last = after;
+        rc = tw_store_read_channel(srv->reader, ch, (size_t)len, after, limit - pg.n + 1,
+                                   HISTORY_MAX_BYTES, history_event, &pg, &last, &at_head);
+        rc |= pg.rc;
+        if (rc || at_head || last == after) break;
+        after = last;
+    }
+    rc |= tw_buf_append_str(&b, "],\"next\":");
+    rc |= tw_cursor_to_json(&b, page.entries, page.n);
+    /* more: an unseen event did not fit, or the read stopped before the channel's end. */
+    int more = pg.more || (pg.n == limit && !at_head);
+    rc |= tw_buf_printf(&b, ",\"more\":%s}\n", more ? "true" : "false");
+    if (rc == 0) {
+        respond_json(c, 200, &b);
+    } else {
+        tw_error("store-read", "history of a channel could not be read");
+        respond_error(c, 500, "could not read the log");
+    }
+    tw_buf_free(&b);
+    free(page.entries);
+    free(page.origins);
+}
+
+/* ---- broadcast, presence, disconnect (issue 5) ---------------------------------------- */
+
+#define BROADCAST_MAX_CHANNELS 1024
+
+/*
+ * POST /api/broadcast {"channels": [...], "data": ...} -> {"pos": "..."}: one event per
+ * channel, the same data, in the order given. The data goes through the codec exactly as a
+ * publish's (same checks, numbers kept as written): the body is read as a publish to the
+ * first channel (`channels` is a field the codec ignores), then copied for the others.
+ * The response follows the commit of the last event; the log commits in submission order,
+ * so every event of the broadcast is durable by then. `pos` is the last event's position.
+ */
+static void api_broadcast(tw_conn *c, tw_http_request *req)
+{
+    tw_server *srv = c->srv;
+    const char *body = (const char *)tw_buf_data(&req->body);
+    size_t blen = req->body.len;
+    cJSON *j = cJSON_ParseWithLength(body, blen);
+    const cJSON *chs = j ? cJSON_GetObjectItemCaseSensitive(j, "channels") : NULL;
+    int n = cJSON_IsArray(chs) ? cJSON_GetArraySize(chs) : -1;
+    if (!j || !cJSON_IsObject(j) || n < 1 || n > BROADCAST_MAX_CHANNELS) {
+        cJSON_Delete(j);
+        respond_error(c, 400, "expected {\"channels\": [1 to 1024 channel names], \"data\": ...}");
+        return;
+    }
+    for (const cJSON *e = chs->child; e; e = e->next)
+        if (!cJSON_IsString(e) || !tw_channel_valid(e->valuestring, strlen(e->valuestring),
+                                                    srv->limits.max_channel_len)) {
+            cJSON_Delete(j);
+            respond_error(c, 400, "channels: each must be a channel name (1-255 visible ASCII)");
+            return;
+        }
+    /* {"channel":"FIRST", + the body after its '{' */
+    size_t at = 0;
+    while (at < blen &&
+           (body[at] == ' ' || body[at] == '\t' || body[at] == '\r' || body[at] == '\n'))
+        at++;
+    if (at >= blen || body[at] != '{') { /* cJSON took a byte-order mark or other blanks */
+        cJSON_Delete(j);
+        respond_error(c, 400, "the body must start with '{'");
+        return;
+    }
+    tw_buf b;
+    tw_buf_init(&b, 0);
+    int rc = tw_buf_append_str(&b, "{\"channel\":");
+    rc |= tw_buf_append_json_string(&b, chs->child->valuestring, strlen(chs->child->valuestring));
+    rc |= tw_buf_putc(&b, ',');
+    rc |= tw_buf_append(&b, body + at + 1, blen - at - 1);
+    tw_request r;
+    tw_proto_error err;
+    if (rc == 0)
+        rc = tw_proto_decode_as(TW_ENC_JSON, TW_OP_PUBLISH, tw_buf_data(&b), b.len, &srv->limits,
+                                &r, &err);
+    else
+        rc = -ENOMEM;
+    tw_buf_free(&b);
+    if (rc != 0) {
+        cJSON_Delete(j);
+        respond_error(c, rc == -EINVAL ? err.code : 500,
+                      rc == -EINVAL ? err.message : "out of memory");
+        return;
+    }
+    int code = 0, i = 0;
+    for (const cJSON *e = chs->child; e && !code; e = e->next, i++) {
+        int last = i == n - 1;
+        size_t cl = strlen(e->valuestring);
+        char *ch = strdup(e->valuestring);
+        uint8_t *data = last ? r.data : malloc(r.data_len ? r.data_len : 1);
+        if (last) r.data = NULL; /* the last publish takes the decoded data itself */
+        if (!ch || !data) {
+            free(ch);
+            free(data);
+            code = 500;
+            break;
+        }
+        if (!last) memcpy(data, r.data, r.data_len);
+        code = tw_server_publish(srv, last ? c : NULL, TW_PUB_HTTP, NULL, ch, cl, r.data_encoding,
+                                 data, r.data_len);
+    }
+    tw_request_free(&r);
+    cJSON_Delete(j);
+    if (code) {
+        srv->stats.publishes_refused++;
+        respond_error(c, code, code == 503 ? "the log is not taking writes now, retry"
+                                           : "broadcast failed");
+    }
+    /* else: http_busy stays set until tw_api_publish_done for the last event */
+}
+
+/* GET /api/presence?channel=NAME -> {"channel", "members": [{user, node, conn}]} */
+static void api_presence(tw_conn *c, tw_http_request *req)
+{
+    tw_server *srv = c->srv;
+    char ch[TW_STORE_CHANNEL_MAX + 1];
+    int len = tw_http_query_param(req->query, "channel", ch, sizeof ch);
+    if (len < 1 || !tw_channel_valid(ch, (size_t)len, srv->limits.max_channel_len)) {
+        respond_error(c, 400, "channel=NAME is required");
+        return;
+    }
+    if (!tw_auth_flags(srv->auth, ch, (size_t)len).presence) {
+        respond_error(c, 403, "presence is not enabled for this channel");
+        return;
+    }
+    tw_session *const *m;
+    size_t n = tw_presence_members(srv->presence, ch, (size_t)len, &m);
+    tw_member *members = n ? calloc(n, sizeof *members) : NULL;
+    if (n && !members) {
+        respond_error(c, 500, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        members[i].user = m[i]->who ? m[i]->who->sub : NULL;
+        members[i].node = srv->cfg->node_id;
+        members[i].conn = m[i]->id;
+    }
+    tw_buf b;
+    tw_buf_init(&b, 0);
+    if (tw_presence_json(&b, ch, (size_t)len, members, n) == 0) respond_json(c, 200, &b);
+    else respond_error(c, 500, "out of memory");
+    tw_buf_free(&b);
+    free(members);
+}
+
+/* POST /api/disconnect {"user": SUB, "code"?: 4003, "reason"?: "..."} -> {"disconnected": N}:
+ * closes every WebSocket of that user on this node. The default code, 4003, tells clients
+ * not to reconnect as they are. */
+static void api_disconnect(tw_conn *c, tw_http_request *req)
+{
+    tw_server *srv = c->srv;
+    cJSON *j = cJSON_ParseWithLength((const char *)tw_buf_data(&req->body), req->body.len);
+    const cJSON *user = j ? cJSON_GetObjectItemCaseSensitive(j, "user") : NULL;
+    const cJSON *code = j ? cJSON_GetObjectItemCaseSensitive(j, "code") : NULL;
+    const cJSON *reason = j ? cJSON_GetObjectItemCaseSensitive(j, "reason") : NULL;
+    int cc = 4003;
+    /* Range first: converting an out-of-range double to int is undefined. */
+    if (cJSON_IsNumber(code))
+        cc = code->valuedouble >= 1000 && code->valuedouble <= 4999 ? (int)code->valuedouble : 0;
+    if (!cJSON_IsString(user) || !*user->valuestring || (code && !cJSON_IsNumber(code)) ||
+        (code && cc != code->valuedouble) ||
+        !(cc == 1000 || cc == 1008 || cc == 1012 || (cc >= 4000 && cc <= 4999)) ||
+        (reason && (!cJSON_IsString(reason) || strlen(reason->valuestring) > 120))) {
+        cJSON_Delete(j);
+        respond_error(c, 400, "expected {\"user\": SUB, \"code\"?: 1000, 1008, 1012 or "
+                              "4000-4999, \"reason\"?: up to 120 bytes}");
+        return;
+    }
+    const char *why = reason ? reason->valuestring : "disconnected by the server";
+    size_t n = 0;
+    for (tw_conn *k = srv->conns; k; k = k->next) {
+        tw_session *s = k->kind == TW_CONN_WS ? k->session : NULL;
+        if (!s || !s->who || tw_ws_closing(&s->ws) || strcmp(s->who->sub, user->valuestring) != 0)
+            continue;
+        tw_session_close(s, (uint16_t)cc, why);
+        n++;
+    }
+    tw_info("api-disconnect", "disconnected %zu connections of a user with %d", n, cc);
+    cJSON_Delete(j);
+    char out[48];
+    int len = snprintf(out, sizeof out, "{\"disconnected\":%zu}\n", n);
+    tw_conn_http_respond(c, 200, "application/json", out, (size_t)len, NULL);
+}
+
 static void respond_stats(tw_conn *c, int prometheus)
 {
     tw_buf b;
@@ -103,17 +436,32 @@ void tw_api_handle(tw_conn *c, tw_http_request *req)
         int ready = srv->ready && !srv->draining;
         tw_conn_http_respond(c, ready ? 200 : 503, "application/json", ready ? yes : no,
                              ready ? sizeof yes - 1 : sizeof no - 1, NULL);
-    } else if (strcmp(path, "/stats") == 0 && get) {
-        respond_stats(c, 0);
-    } else if (strcmp(path, "/metrics") == 0 && get) {
-        respond_stats(c, 1);
+    } else if ((strcmp(path, "/stats") == 0 || strcmp(path, "/metrics") == 0) && get) {
+        if (!tw_api_admin_authorized(c, req)) respond_error(c, 401, "missing or wrong admin key");
+        else respond_stats(c, path[1] == 'm');
     } else if (strcmp(path, "/api/publish") == 0) {
         if (req->method != HTTP_POST) respond_error(c, 405, "use POST");
         else if (!api_authorized(c, req)) respond_error(c, 401, "missing or wrong API key");
         else api_publish(c, req);
     /* -- history (issue 3) -- */
+    } else if (strcmp(path, "/api/history") == 0) {
+        if (!get) respond_error(c, 405, "use GET");
+        else if (!api_authorized(c, req)) respond_error(c, 401, "missing or wrong API key");
+        else api_history(c, req);
     /* -- broadcast, presence, disconnect (issue 5) -- */
+    } else if (strcmp(path, "/api/broadcast") == 0 || strcmp(path, "/api/disconnect") == 0) {
+        if (req->method != HTTP_POST) respond_error(c, 405, "use POST");
+        else if (!api_authorized(c, req)) respond_error(c, 401, "missing or wrong API key");
+        else if (path[5] == 'b') api_broadcast(c, req);
+        else api_disconnect(c, req);
+    } else if (strcmp(path, "/api/presence") == 0) {
+        if (!get) respond_error(c, 405, "use GET");
+        else if (!api_authorized(c, req)) respond_error(c, 401, "missing or wrong API key");
+        else api_presence(c, req);
     /* -- admin dashboard (issue 7) -- */
+    } else if (tw_admin_path(path)) {
+        /* Static pages without data: what they show comes from /stats, with the admin key. */
+        tw_admin_handle(c, req);
     } else if (strcmp(path, "/ws") == 0) {
         /* A plain request to the WebSocket endpoint: say what it wants. */
         tw_conn_http_respond(c, 426, "application/json",

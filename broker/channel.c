@@ -233,6 +233,7 @@ void tw_fanout(tw_server *srv, tw_event *ev)
     tw_channel *ch = channel_find(srv, ev->channel, ev->channel_len,
                                   hash_name(ev->channel, ev->channel_len));
     if (!ch) return;
+    ch->events++;
     size_t hwm = (size_t)srv->cfg->outbound_high_water;
     for (tw_sub *sub = ch->live, *next; sub; sub = next) {
         next = sub->ch_next;

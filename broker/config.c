@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STR, T_INT, T_SIZE, T_DURATION } setting_type;
+/* T_LIST: a string setting that may be given several times; each value adds one entry
+ * (entries joined with '\n'), and entries from the file, environment and flags add up. */
+typedef enum { T_STR, T_INT, T_SIZE, T_DURATION, T_LIST } setting_type;
 
 typedef struct setting {
     const char *name; /* flag name without dashes; env is TIDEWIRE_ + upper(name) */
@@ -69,13 +71,73 @@ static const setting settings[] = {
     {"replay-chunk-bytes", T_SIZE, OFF(replay_chunk_bytes), "256KiB", 1 * KiB, 64 * MiB, NULL,
      "Bytes of event data read from the log per replay step"},
     {"store-map-size", T_SIZE, OFF(store_map_size), "8GiB", 1 * MiB, 1LL << 40, NULL,
-     "LMDB map size: the largest the log may grow (virtual address space, not memory)"},
+     "LMDB map size: the largest the log may grow (virtual address space, not memory); at "
+     "this size publishes are refused with 503 (store-full)"},
     {"store-max-queue-bytes", T_SIZE, OFF(store_max_queue_bytes), "64MiB", 64 * KiB, 4 * GiB,
      NULL, "Bytes of publishes waiting for the log writer before new ones are refused (503)"},
     {"shutdown-timeout", T_DURATION, OFF(shutdown_timeout_ms), "5s", 0, 600000, NULL,
      "On SIGTERM/SIGINT, time given to clients to receive their close frames"},
     /* -- the log: retention, growth (issue 3) -- */
+    {"retention-max-age", T_DURATION, OFF(retention_max_age_ms), "0", 0, 100LL * 366 * 86400000,
+     NULL,
+     "Events older than this are trimmed from the log (oldest first); 0: kept whatever "
+     "their age"},
+    {"retention-max-count", T_INT, OFF(retention_max_count), "0", 0, 1LL << 50, NULL,
+     "Newest events kept per channel; older ones are trimmed; 0: no limit"},
+    {"retention-max-bytes", T_SIZE, OFF(retention_max_bytes), "0", 0, 1LL << 50, NULL,
+     "Channel and data bytes the whole log keeps; beyond, its oldest events are trimmed "
+     "whatever their channel; 0: no limit"},
+    {"retention", T_LIST, OFF(retention), "", 0, 0, NULL,
+     "Retention of one namespace (repeatable): `PREFIX [max-age=DURATION] [max-count=N]`, "
+     "e.g. `chat: max-age=1h max-count=1000`; the longest matching prefix wins, a field not "
+     "given takes the default above, 0 means no limit"},
+    {"retention-interval", T_DURATION, OFF(retention_interval_ms), "1s", 10, 3600000, NULL,
+     "Time between the log writer's retention passes (each trims at most 1024 events in one "
+     "transaction; a pass with more to do is followed by another at once)"},
+    {"store-map-initial", T_SIZE, OFF(store_map_initial), "1GiB", 64 * KiB, 1LL << 40, NULL,
+     "LMDB map size at start; when a commit finds it full the map doubles, up to "
+     "store-map-size (beyond, publishes are refused with 503 until retention or an operator "
+     "frees space)"},
     /* -- authentication, permissions, TLS, limits (issue 5) -- */
+    {"jwt-key", T_LIST, OFF(jwt_key), "", 0, 0, NULL,
+     "A key that verifies client tokens (repeatable): `kid=ID alg=HS256 secret-file=PATH` or "
+     "`kid=ID alg=RS256|ES256 public-key-file=PATH`; none: the node is open (development)"},
+    {"jwt-audience", T_STR, OFF(jwt_audience), "", 0, 0, NULL,
+     "Required `aud` of client tokens; empty: not checked"},
+    {"jwt-issuer", T_STR, OFF(jwt_issuer), "", 0, 0, NULL,
+     "Required `iss` of client tokens; empty: not checked"},
+    {"jwt-leeway", T_DURATION, OFF(jwt_leeway_ms), "30s", 0, 300000, NULL,
+     "Clock skew allowed on a token's exp and nbf"},
+    {"auth-timeout", T_DURATION, OFF(auth_timeout_ms), "10s", 100, 600000, NULL,
+     "With jwt-key set, a client that has not authenticated this long after the upgrade is "
+     "closed with 4001"},
+    {"namespace", T_LIST, OFF(namespace), "", 0, 0, NULL,
+     "Channel namespace rules (repeatable): `PREFIX|* [subscribe=TERMS] [publish=TERMS] "
+     "[presence=on|off] [join-leave=on|off]`, TERMS a comma list of all, users, granted, "
+     "none, role:NAME (docs/security.md)"},
+    {"admin-key", T_STR, OFF(admin_key), "", 0, 0, NULL,
+     "Bearer key for /stats and /metrics (the /admin page holds no data and asks for it); "
+     "empty: they are open"},
+    {"allowed-origins", T_STR, OFF(allowed_origins), "", 0, 0, NULL,
+     "Comma list of browser origins allowed to open a WebSocket (e.g. "
+     "https://app.example.com); empty: any origin"},
+    {"max-connections-per-ip", T_INT, OFF(max_connections_per_ip), "0", 0, 10000000, NULL,
+     "Connections one client IP address may hold at once; more are refused; 0: no limit"},
+    {"new-connections-per-ip", T_INT, OFF(new_connections_per_ip), "0", 0, 1000000, NULL,
+     "New connections per second one client IP address may open; more are refused; 0: no "
+     "limit"},
+    {"max-messages-per-second", T_INT, OFF(max_messages_per_second), "0", 0, 10000000, NULL,
+     "WebSocket messages per second one connection may send (token bucket); beyond, it is "
+     "closed with 4129; 0: no limit"},
+    {"messages-burst", T_INT, OFF(messages_burst), "0", 0, 100000000, NULL,
+     "Depth of that token bucket (messages sent at once after a quiet spell); 0: twice the "
+     "rate"},
+    {"tls-listen", T_STR, OFF(tls_listen), "", 0, 0, NULL,
+     "HOST:PORT for wss:// and https:// (TLS 1.2+), beside the plain --listen; empty: no TLS"},
+    {"tls-cert", T_STR, OFF(tls_cert), "", 0, 0, NULL,
+     "PEM certificate chain (leaf first) for tls-listen; re-read on SIGHUP"},
+    {"tls-key", T_STR, OFF(tls_key), "", 0, 0, NULL,
+     "PEM private key of tls-cert; re-read on SIGHUP"},
     /* -- admin dashboard (issue 7) -- */
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
@@ -185,6 +247,20 @@ static int apply(tw_config *cfg, const setting *st, const char *value, const cha
                  char *errbuf, size_t errlen)
 {
     char *base = (char *)cfg;
+    if (st->type == T_LIST) {
+        char **slot = (char **)(base + st->offset);
+        size_t old = *slot ? strlen(*slot) : 0, vl = strlen(value);
+        if (vl == 0 && *slot) return 0;
+        char *joined = realloc(*slot, old + vl + 2);
+        if (!joined) {
+            seterr(errbuf, errlen, "out of memory");
+            return -1;
+        }
+        if (old && vl) joined[old++] = '\n';
+        memcpy(joined + old, value, vl + 1);
+        *slot = joined;
+        return 0;
+    }
     if (st->type == T_STR) {
         if (st->choices && !choice_ok(st->choices, value)) {
             seterr(errbuf, errlen, "%s: %s must be one of %s", from, st->name, st->choices);
@@ -240,17 +316,22 @@ static char *trim(char *s)
     return s;
 }
 
-static int load_file(tw_config *cfg, const char *path, char *errbuf, size_t errlen)
+int tw_config_parse_text(tw_config *cfg, const char *text, size_t len, const char *path,
+                         char *errbuf, size_t errlen)
 {
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        seterr(errbuf, errlen, "config %s: %s", path, strerror(errno));
-        return -1;
-    }
     char line[4096];
     int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
+    for (size_t pos = 0; pos < len;) {
+        const char *nl = memchr(text + pos, '\n', len - pos);
+        size_t ll = nl ? (size_t)(nl - (text + pos)) : len - pos;
         lineno++;
+        if (ll >= sizeof line || memchr(text + pos, '\0', ll)) {
+            seterr(errbuf, errlen, "%s:%d: line too long or not text", path, lineno);
+            return -1;
+        }
+        memcpy(line, text + pos, ll);
+        line[ll] = '\0';
+        pos += ll + (nl ? 1 : 0);
         char *hash = strchr(line, '#');
         if (hash) *hash = '\0';
         char *s = trim(line);
@@ -285,7 +366,41 @@ static int load_file(tw_config *cfg, const char *path, char *errbuf, size_t errl
             break;
         }
     }
+    return rc;
+}
+
+/* Config files are small: read whole, then parsed from memory (tw_config_parse_text). */
+static int load_file(tw_config *cfg, const char *path, char *errbuf, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        seterr(errbuf, errlen, "config %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0, n;
+    int rc = 0;
+    do {
+        if (len == cap) {
+            char *more = cap < (1u << 24) ? realloc(text, cap = cap ? cap * 2 : 8192) : NULL;
+            if (!more) {
+                seterr(errbuf, errlen, "config %s: too large or out of memory", path);
+                rc = -1;
+                break;
+            }
+            text = more;
+        }
+        n = fread(text + len, 1, cap - len, f);
+        len += n;
+    } while (n > 0);
+    if (rc == 0 && ferror(f)) {
+        seterr(errbuf, errlen, "config %s: %s", path, strerror(errno));
+        rc = -1;
+    }
     fclose(f);
+    if (rc == 0) rc = tw_config_parse_text(cfg, text ? text : "", len, path, errbuf, errlen);
+    if (text) memset(text, 0, len); /* it may hold keys */
+    free(text);
     return rc;
 }
 
@@ -387,7 +502,7 @@ int tw_config_load(tw_config *cfg, int argc, char **argv, char **env, char *errb
 void tw_config_free(tw_config *cfg)
 {
     for (size_t i = 0; i < NSETTINGS; i++) {
-        if (settings[i].type != T_STR) continue;
+        if (settings[i].type != T_STR && settings[i].type != T_LIST) continue;
         char **slot = (char **)((char *)cfg + settings[i].offset);
         free(*slot);
         *slot = NULL;

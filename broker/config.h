@@ -39,7 +39,28 @@ typedef struct tw_config {
     int64_t store_max_queue_bytes;
     int64_t shutdown_timeout_ms;
     /* -- the log: retention, growth (issue 3) -- */
+    int64_t retention_max_age_ms;  /* 0 = events kept whatever their age */
+    int64_t retention_max_count;   /* per channel; 0 = no limit */
+    int64_t retention_max_bytes;   /* whole log; 0 = no limit */
+    char *retention;               /* per-prefix rules, one per line: see server.c */
+    int64_t retention_interval_ms; /* time between retention passes */
+    int64_t store_map_initial;     /* map size at start; grows up to store_map_size */
     /* -- authentication, permissions, TLS, limits (issue 5) -- */
+    char *jwt_key;      /* jwt-key entries, one per line ("" = open node): see auth.h */
+    char *jwt_audience; /* "" = aud not checked */
+    char *jwt_issuer;   /* "" = iss not checked */
+    int64_t jwt_leeway_ms;
+    int64_t auth_timeout_ms;   /* time a client has to authenticate when tokens are required */
+    char *namespace;           /* namespace entries, one per line: see auth.h */
+    char *admin_key;           /* "" = /stats and /metrics open */
+    char *allowed_origins;     /* comma list of browser origins; "" = any */
+    int64_t max_connections_per_ip;  /* 0 = no limit */
+    int64_t new_connections_per_ip;  /* per second; 0 = no limit */
+    int64_t max_messages_per_second; /* per connection; 0 = no limit */
+    int64_t messages_burst;          /* token bucket depth; 0 = twice the rate */
+    char *tls_listen;                /* HOST:PORT of the TLS listener; "" = none */
+    char *tls_cert;                  /* PEM certificate chain file */
+    char *tls_key;                   /* PEM private key file */
     /* -- admin dashboard (issue 7) -- */
 } tw_config;
 
@@ -54,6 +75,14 @@ enum { TW_CONFIG_OK = 0, TW_CONFIG_EXIT_HELP = 1, TW_CONFIG_EXIT_VERSION = 2 };
  */
 int tw_config_load(tw_config *cfg, int argc, char **argv, char **env, char *errbuf, size_t errlen,
                    FILE *out);
+
+/*
+ * Applies config-file text (`name = value` lines, as in a --config file) on top of *cfg;
+ * `name` labels error messages. Returns 0, or -1 after writing a one-line reason to errbuf.
+ * Pure: reads no file (the fuzz driver and tests feed it text).
+ */
+int tw_config_parse_text(tw_config *cfg, const char *text, size_t len, const char *name,
+                         char *errbuf, size_t errlen);
 
 /* Frees the strings a config holds. */
 void tw_config_free(tw_config *cfg);

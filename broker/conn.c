@@ -5,6 +5,10 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
 
 #include "api.h"
 #include "log.h"
@@ -12,6 +16,10 @@
 
 /* Frames per uv_write: bounded so the iovec array stays on the stack. */
 #define WRITE_BATCH 256
+/* Bytes one connection may read per loop turn. libuv reads a readable stream up to 32
+ * times per wakeup (2 MiB with our 64 KiB buffer): a client flooding small messages would
+ * hold the loop for as long as those take to handle, and every other client would wait. */
+#define READ_BUDGET (64 * 1024)
 /* Time a closing connection gets to flush its output before it is cut. */
 #define CLOSE_GRACE_MS 2000
 
@@ -20,10 +28,25 @@ static const char *const ws_protocols[] = {"tidewire.v1.json", "tidewire.v1.msgp
 typedef struct write_req {
     uv_write_t req;
     tw_conn *conn;
-    size_t bytes;
+    size_t bytes;  /* plaintext bytes of the frames: the flow-control figure */
+    uint8_t *raw;  /* TLS: the ciphertext written (owned), else NULL */
     uint32_t n;
     tw_frame *frames[];
 } write_req;
+
+/*
+ * How bytes cross the socket: plain TCP, or TLS over memory BIOs (tls.h). Everything above
+ * (HTTP, WebSocket, the output queue, flow control, lingering close) is the same for both:
+ * it sees plaintext, and a transport turns it into what goes on the wire.
+ */
+struct tw_transport {
+    /* Writes the frames bufs[0..n) (held by w until after_write) in one uv_write. */
+    int (*write)(tw_conn *c, write_req *w, uv_buf_t *bufs, uint32_t n);
+    /* Takes bytes read from the socket. */
+    void (*input)(tw_conn *c, const uint8_t *data, size_t len);
+    /* Called once, right before FIN: TLS sends close_notify. */
+    void (*before_shutdown)(tw_conn *c);
+};
 
 static void conn_finish_close(tw_conn *c);
 static void conn_shutdown_when_flushed(tw_conn *c);
@@ -82,6 +105,7 @@ static void after_write(uv_write_t *req, int status)
         tw_frame_unref(w->frames[i]);
     c->inflight_bytes -= w->bytes;
     c->srv->stats.bytes_out += status == 0 ? w->bytes : 0;
+    free(w->raw);
     free(w);
     if (status < 0) {
         if (status != UV_ECANCELED)
@@ -109,6 +133,7 @@ static void conn_flush(tw_conn *c)
         w->conn = c;
         w->n = n;
         w->bytes = 0;
+        w->raw = NULL;
         for (uint32_t i = 0; i < n; i++) {
             tw_frame *f = c->q[c->q_head];
             c->q_head = (c->q_head + 1) % c->q_cap;
@@ -120,7 +145,7 @@ static void conn_flush(tw_conn *c)
         c->q_bytes -= w->bytes;
         c->inflight_bytes += w->bytes;
         c->refs++;
-        int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, after_write);
+        int rc = c->tr->write(c, w, bufs, n);
         if (rc < 0) {
             /* libuv did not take the request: undo by hand, as its callback would have. */
             after_write(&w->req, rc);
@@ -150,6 +175,10 @@ static void on_close(uv_handle_t *h)
     else srv->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     srv->nconns--;
+    if (srv->iplimits) tw_iplimits_release(srv->iplimits, c->ip);
+    c->ip = NULL;
+    tw_tls_free(c->tls);
+    c->tls = NULL;
     if (c->session) {
         tw_session_free(c->session);
         c->session = NULL;
@@ -204,6 +233,8 @@ static void conn_shutdown_when_flushed(tw_conn *c)
 {
     if (c->closed || c->shut || tw_conn_backlog(c) != 0) return;
     c->shut = 1;
+    if (c->tr->before_shutdown) c->tr->before_shutdown(c);
+    if (c->closed) return;
     uv_shutdown_t *req = malloc(sizeof *req);
     if (!req) {
         conn_finish_close(c);
@@ -253,13 +284,121 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         return;
     }
     if (c->closing) return; /* lingering: discard until the peer closes */
-    c->last_recv_ms = tw_now_ms(c->srv);
-    c->srv->stats.bytes_in += (uint64_t)nread;
-    if (c->kind == TW_CONN_WS)
-        tw_session_feed(c->session, (const uint8_t *)buf->base, (size_t)nread);
-    else
-        http_input(c, buf->base, (size_t)nread);
+    tw_server *srv = c->srv;
+    c->last_recv_ms = tw_now_ms(srv);
+    srv->stats.bytes_in += (uint64_t)nread;
+    if (c->read_turn != srv->turn_no) {
+        c->read_turn = srv->turn_no;
+        c->turn_bytes = 0;
+    }
+    c->turn_bytes += (size_t)nread;
+    c->tr->input(c, (const uint8_t *)buf->base, (size_t)nread);
+    if (c->turn_bytes >= READ_BUDGET && !c->closed && !c->read_paused &&
+        uv_is_active((uv_handle_t *)stream)) {
+        uv_read_stop(stream);
+        c->read_paused = 1;
+        c->refs++; /* the paused list's */
+        c->paused_next = srv->paused;
+        srv->paused = c;
+    }
 }
+
+void tw_conn_resume_reads(tw_server *srv)
+{
+    while (srv->paused) {
+        tw_conn *c = srv->paused;
+        srv->paused = c->paused_next;
+        c->paused_next = NULL;
+        c->read_paused = 0;
+        /* Not when a pending HTTP response stopped reading meanwhile: it restarts itself. */
+        if (!c->closed && !(c->kind == TW_CONN_HTTP && c->http_busy && !c->closing))
+            uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb); /* EALREADY is fine */
+        tw_conn_unref(c);
+    }
+}
+
+/* ---- Transports --------------------------------------------------------------------- */
+
+/* Plaintext from the client: the HTTP reader until the upgrade, then the WebSocket. */
+static void plain_input(tw_conn *c, const uint8_t *data, size_t len)
+{
+    if (c->kind == TW_CONN_WS) tw_session_feed(c->session, data, len);
+    else http_input(c, (const char *)data, len);
+}
+
+static int plain_write(tw_conn *c, write_req *w, uv_buf_t *bufs, uint32_t n)
+{
+    return uv_write(&w->req, (uv_stream_t *)&c->tcp, bufs, n, after_write);
+}
+
+static const tw_transport plain_transport = {
+    .write = plain_write,
+    .input = plain_input,
+};
+
+/* Writes whatever ciphertext OpenSSL has pending, as its own write (no frames). */
+static void tls_write_pending(tw_conn *c)
+{
+    size_t n = tw_tls_pending(c->tls);
+    if (n == 0 || c->closed) return;
+    write_req *w = calloc(1, sizeof *w);
+    uint8_t *raw = w ? malloc(n) : NULL;
+    if (!raw) {
+        free(w);
+        conn_finish_close(c);
+        return;
+    }
+    w->conn = c;
+    w->raw = raw;
+    uv_buf_t b = uv_buf_init((char *)raw, (unsigned)tw_tls_take_output(c->tls, raw, n));
+    c->refs++;
+    int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, after_write);
+    if (rc < 0) after_write(&w->req, rc);
+}
+
+static void tls_plain(void *arg, const uint8_t *data, size_t len)
+{
+    tw_conn *c = arg;
+    if (!c->closing) plain_input(c, data, len);
+}
+
+static void tls_input(tw_conn *c, const uint8_t *data, size_t len)
+{
+    int rc = tw_tls_feed(c->tls, data, len, tls_plain, c);
+    /* Handshake records, alerts: out now, not at the end of the turn (they hold no frame). */
+    tls_write_pending(c);
+    if (rc != 0 && !c->closing) {
+        tw_debug("tls-closed", "conn %llu: TLS %s", (unsigned long long)c->id,
+                 tw_tls_established(c->tls) ? "closed by the peer or broken" : "handshake failed");
+        if (c->kind == TW_CONN_WS) c->srv->stats.protocol_closes++;
+        tw_conn_close(c);
+    }
+}
+
+/* The frames are encrypted into one buffer and written at once; w keeps the frames until
+ * the write completes, so flow control counts them exactly as on plain TCP. */
+static int tls_write(tw_conn *c, write_req *w, uv_buf_t *bufs, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        if (tw_tls_write(c->tls, (const uint8_t *)bufs[i].base, bufs[i].len) != 0)
+            return UV_EPROTO;
+    size_t pending = tw_tls_pending(c->tls);
+    if (!(w->raw = malloc(pending ? pending : 1))) return UV_ENOMEM;
+    uv_buf_t b = uv_buf_init((char *)w->raw, (unsigned)tw_tls_take_output(c->tls, w->raw, pending));
+    return uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, after_write);
+}
+
+static void tls_before_shutdown(tw_conn *c)
+{
+    tw_tls_shutdown(c->tls);
+    tls_write_pending(c);
+}
+
+static const tw_transport tls_transport = {
+    .write = tls_write,
+    .input = tls_input,
+    .before_shutdown = tls_before_shutdown,
+};
 
 void tw_conn_on_accept(uv_stream_t *listener, int status)
 {
@@ -283,14 +422,40 @@ void tw_conn_on_accept(uv_stream_t *listener, int status)
     srv->conns = c;
     srv->nconns++;
     tw_buf_init(&c->http_pending, 0);
+    c->tr = &plain_transport;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
         conn_finish_close(c);
         return;
+    }
+    if (listener == (uv_stream_t *)&srv->tls_listener) {
+        if (!(c->tls = tw_tls_new(srv->tls_ctx))) {
+            tw_warn("accept", "out of memory accepting a TLS connection");
+            conn_finish_close(c);
+            return;
+        }
+        c->tr = &tls_transport;
     }
     if (srv->nconns > (size_t)srv->cfg->max_connections || srv->draining) {
         srv->stats.connections_refused++;
         conn_finish_close(c);
         return;
+    }
+    if (srv->iplimits) {
+        struct sockaddr_storage peer;
+        int plen = sizeof peer;
+        int rc = uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&peer, &plen);
+        if (rc == 0) rc = tw_iplimits_admit(srv->iplimits, (struct sockaddr *)&peer,
+                                            tw_now_ms(srv), &c->ip);
+        if (rc == TW_IP_TOO_MANY || rc == TW_IP_TOO_FAST) {
+            /* Closed before reading a byte: a flood costs an accept and a close, no more. */
+            srv->stats.ip_refused++;
+            srv->stats.connections_refused++;
+            tw_debug("ip-limit", "conn %llu refused: %s", (unsigned long long)c->id,
+                     rc == TW_IP_TOO_MANY ? "too many connections from its address"
+                                          : "its address opens connections too fast");
+            conn_finish_close(c);
+            return;
+        }
     }
     srv->stats.connections_total++;
     uv_tcp_nodelay(&c->tcp, 1);
@@ -347,6 +512,23 @@ void tw_conn_http_respond(tw_conn *c, int status, const char *type, const void *
     if (!c->closing && !c->http_busy) uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb);
 }
 
+/* The Origin allow-list (allowed-origins): exact matches of a comma list; empty allows any.
+ * A request without Origin is not from a browser page, which always sends one on a
+ * WebSocket upgrade, so the list (a browser-side defence) lets it through. */
+static int origin_allowed(const char *list, const char *origin)
+{
+    if (!list || !*list || !origin) return 1;
+    size_t ol = strlen(origin);
+    for (const char *p = list; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n && n == ol && strncasecmp(p, origin, n) == 0) return 1;
+        p += n;
+    }
+    return 0;
+}
+
 static void upgrade(tw_conn *c, const char *rest, size_t rest_len)
 {
     tw_server *srv = c->srv;
@@ -368,6 +550,13 @@ static void upgrade(tw_conn *c, const char *rest, size_t rest_len)
         http_refuse(c, 503, "Retry-After: 1\r\n");
         return;
     }
+    if (!origin_allowed(srv->cfg->allowed_origins, req->origin)) {
+        srv->stats.origin_refused++;
+        tw_debug("ws-origin", "conn %llu: upgrade refused for its Origin",
+                 (unsigned long long)c->id);
+        http_refuse(c, 403, NULL);
+        return;
+    }
     tw_buf b;
     tw_buf_init(&b, 0);
     int rc = tw_buf_printf(&b,
@@ -386,6 +575,18 @@ static void upgrade(tw_conn *c, const char *rest, size_t rest_len)
         return;
     }
     tw_conn_send(c, f);
+    /* `?token=` for clients that cannot send a first message (ignored on an open node);
+     * copied out before the request is freed, verified once the session is in place. */
+    char *token = NULL;
+    int token_len = -1;
+    if (tw_auth_required(srv->auth) && req->query &&
+        (strncmp(req->query, "token=", 6) == 0 || strstr(req->query, "&token="))) {
+        token = malloc(TW_JWT_MAX_LEN + 2);
+        /* there but unreadable (too long, bad %xx): verified as empty, so refused */
+        token_len = token ? tw_http_query_param(req->query, "token", token, TW_JWT_MAX_LEN + 2)
+                          : -1;
+        if (token_len < 0) token_len = 0;
+    }
     tw_http_reader_free(c->http);
     free(c->http);
     c->http = NULL;
@@ -394,8 +595,13 @@ static void upgrade(tw_conn *c, const char *rest, size_t rest_len)
     c->last_ping_ms = tw_now_ms(srv);
     srv->nsessions++;
     srv->stats.ws_sessions_total++;
+    if (token_len >= 0) tw_session_authenticate(s, token ? token : "", (size_t)token_len);
+    if (token) {
+        OPENSSL_cleanse(token, TW_JWT_MAX_LEN + 2);
+        free(token);
+    }
     /* Bytes after the request head are already WebSocket frames: never drop them. */
-    if (rest_len) tw_session_feed(s, (const uint8_t *)rest, rest_len);
+    if (rest_len && !tw_ws_closing(&s->ws)) tw_session_feed(s, (const uint8_t *)rest, rest_len);
 }
 
 static void http_input(tw_conn *c, const char *data, size_t len)
@@ -442,6 +648,8 @@ static void http_input(tw_conn *c, const char *data, size_t len)
 void tw_conn_tick(tw_server *srv, uint64_t now)
 {
     const tw_config *cfg = srv->cfg;
+    int64_t wall_s = (int64_t)time(NULL);
+    if (srv->iplimits) tw_iplimits_sweep(srv->iplimits, now);
     for (tw_conn *c = srv->conns, *next; c; c = next) {
         next = c->next;
         if (c->closed) continue;
@@ -463,6 +671,8 @@ void tw_conn_tick(tw_server *srv, uint64_t now)
             tw_conn_close(c);
             continue;
         }
+        tw_session_check_auth(s, now, wall_s);
+        if (tw_ws_closing(&s->ws)) continue;
         if (now - c->last_recv_ms >= (uint64_t)cfg->idle_timeout_ms) {
             tw_session_close(s, 1001, "idle timeout");
             continue;

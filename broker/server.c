@@ -51,8 +51,11 @@ void tw_server_kick(tw_server *srv)
 static void on_turn(uv_check_t *h)
 {
     tw_server *srv = h->data;
+    tw_server_submit_pending(srv);
     int more = tw_catchup_run(srv);
     tw_conn_flush_all(srv);
+    tw_conn_resume_reads(srv); /* they read again in the next turn, after everyone else */
+    srv->turn_no++;
     if (!more) uv_idle_stop(&srv->turn_idle);
 }
 
@@ -75,6 +78,30 @@ static void on_commit(void *arg, tw_store_append *done)
     uv_async_send(&srv->commit_async);
 }
 
+/* Spare records kept for reuse; beyond this many, freed ones go back to malloc. */
+#define PUB_FREE_MAX 8192
+
+static tw_publish *pub_alloc(tw_server *srv)
+{
+    tw_publish *p = srv->pub_free;
+    if (!p) return calloc(1, sizeof *p);
+    srv->pub_free = p->next;
+    srv->npub_free--;
+    memset(p, 0, sizeof *p);
+    return p;
+}
+
+static void pub_release(tw_server *srv, tw_publish *p)
+{
+    if (srv->npub_free >= PUB_FREE_MAX) {
+        free(p);
+        return;
+    }
+    p->next = srv->pub_free;
+    srv->pub_free = p;
+    srv->npub_free++;
+}
+
 int tw_server_publish(tw_server *srv, tw_conn *conn, int kind, const int64_t *id, char *channel,
                       size_t channel_len, uint8_t data_enc, uint8_t *data, size_t data_len)
 {
@@ -83,7 +110,7 @@ int tw_server_publish(tw_server *srv, tw_conn *conn, int kind, const int64_t *id
         free(data);
         return 503;
     }
-    tw_publish *p = calloc(1, sizeof *p);
+    tw_publish *p = pub_alloc(srv);
     if (!p) {
         free(channel);
         free(data);
@@ -103,18 +130,35 @@ int tw_server_publish(tw_server *srv, tw_conn *conn, int kind, const int64_t *id
     }
     p->conn = conn;
     if (conn) conn->refs++;
-    int rc = tw_store_submit(srv->store, &p->app);
-    if (rc != 0) {
-        if (conn) tw_conn_unref(conn);
-        free(channel);
-        free(data);
-        free(p);
-        if (rc == TW_STORE_EBUSY)
-            tw_warn("store-busy", "log writer queue full: publish refused (503)");
-        return 503;
-    }
+    /* Queued for the end of the turn: every publish read in one turn goes to the writer in
+     * one submit. The turn ends before the loop waits again, so this adds no latency. */
+    p->app.next = NULL;
+    /* A publish made outside the poll phase (a timer, say) must not wait for the next I/O:
+     * keep the loop turning until the end of the turn submits it. */
+    if (!srv->submit_head) tw_server_kick(srv);
+    if (srv->submit_tail) srv->submit_tail->app.next = &p->app;
+    else srv->submit_head = p;
+    srv->submit_tail = p;
     srv->pending_publishes++;
     return 0;
+}
+
+static void complete_publish(tw_server *srv, tw_publish *p);
+
+void tw_server_submit_pending(tw_server *srv)
+{
+    tw_publish *head = srv->submit_head;
+    if (!head) return;
+    srv->submit_head = srv->submit_tail = NULL;
+    int rc = tw_store_submit(srv->store, &head->app);
+    if (rc == 0) return;
+    if (rc == TW_STORE_EBUSY)
+        tw_warn("store-busy", "log writer queue full: publishes refused (503)");
+    for (tw_store_append *a = &head->app, *next; a; a = next) {
+        next = a->next;
+        a->status = rc;
+        complete_publish(srv, (tw_publish *)a);
+    }
 }
 
 /* The HTTP-like code and message for a failed append. */
@@ -188,8 +232,21 @@ static void complete_publish(tw_server *srv, tw_publish *p)
         srv->stats.publishes_refused++;
         const char *msg;
         int code = publish_error(p->app.status, &msg);
-        if (p->app.status == TW_STORE_EFULL)
-            tw_error("store-full", "the log is full (map size or disk): publish refused");
+        if (p->app.status == TW_STORE_EFULL) {
+            /* One line per second at most, with the count: a full log refuses every
+             * publish, and the log must not drown in it. */
+            tw_stats *st = &srv->stats;
+            st->store_full_refusals++;
+            uint64_t now = tw_now_ms(srv);
+            if (!st->store_full_logged_ms || now - st->store_full_logged_ms >= 1000) {
+                tw_error("store-full",
+                         "the log is full (map at store-map-size, or disk full): %" PRIu64
+                         " publishes refused (503) since the last report",
+                         st->store_full_refusals - st->store_full_reported);
+                st->store_full_logged_ms = now;
+                st->store_full_reported = st->store_full_refusals;
+            }
+        }
         else if (code == 500)
             tw_error("store-write", "append failed: %s", tw_store_strerror(p->app.status));
         if (live && p->kind == TW_PUB_WS && c->session)
@@ -200,7 +257,7 @@ static void complete_publish(tw_server *srv, tw_publish *p)
     if (c) tw_conn_unref(c);
     free(p->channel);
     free(p->data);
-    free(p);
+    pub_release(srv, p);
 }
 
 static tw_publish *take_commits(tw_server *srv)
@@ -229,6 +286,24 @@ static void on_tick(uv_timer_t *t)
     tw_server *srv = t->data;
     uint64_t now = tw_now_ms(srv);
     tw_stats_sample(&srv->stats, now);
+    tw_stats *st = &srv->stats;
+    if (now - st->prev_store_sample_ms >= 1000) {
+        tw_store_stats ss;
+        tw_store_get_stats(srv->store, &ss);
+        if (st->prev_store_sample_ms)
+            st->store_commits_per_s = (double)(ss.commits - st->prev_store_commits) * 1000.0 /
+                                      (double)(now - st->prev_store_sample_ms);
+        st->prev_store_commits = ss.commits;
+        st->prev_store_sample_ms = now;
+    }
+    /* Reader slots of dead processes (a backup or mdb_stat killed mid-read) pin old pages:
+     * free them now and then, not only at start. */
+    if (now - st->last_reader_check_ms >= 30000) {
+        int cleared = 0;
+        st->last_reader_check_ms = now;
+        if (tw_store_check_readers(srv->store, &cleared) == 0 && cleared > 0)
+            tw_warn("store-readers", "freed %d reader slots left by dead processes", cleared);
+    }
     tw_conn_tick(srv, now);
 }
 
@@ -266,6 +341,8 @@ static void begin_drain(tw_server *srv, const char *why)
     tw_info("drain", "%s: draining (readyz 503, clients closed with 1012)", why);
     if (!uv_is_closing((uv_handle_t *)&srv->listener))
         uv_close((uv_handle_t *)&srv->listener, close_listener_cb);
+    if (srv->tls_listening && !uv_is_closing((uv_handle_t *)&srv->tls_listener))
+        uv_close((uv_handle_t *)&srv->tls_listener, close_listener_cb);
     for (tw_conn *c = srv->conns; c; c = c->next) {
         if (c->kind == TW_CONN_WS && c->session) tw_session_close(c->session, 1012, "node draining");
         else if (!c->http_busy) tw_conn_close(c);
@@ -279,6 +356,59 @@ static void on_signal(uv_signal_t *h, int signum)
     begin_drain(h->data, signum == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* SIGHUP: read the key files again (key rotation), keeping every connection. Sessions keep
+ * their verified claims, which point at no key, so the old keys can go at once. */
+static void on_hup(uv_signal_t *h, int signum)
+{
+    tw_server *srv = h->data;
+    tw_auth *fresh;
+    char err[256];
+    if (tw_auth_load(&fresh, srv->cfg, err, sizeof err) != 0) {
+        tw_warn("reload", "SIGHUP: keeping the current keys: %s", err);
+    } else {
+        tw_auth_free(srv->auth);
+        srv->auth = fresh;
+        tw_info("reload", "SIGHUP: %zu JWT keys loaded", tw_auth_nkeys(fresh));
+    }
+    /* A new certificate serves new connections; each TLS connection keeps the context it
+     * began with (OpenSSL counts references), so none is dropped. */
+    tw_tls_ctx *ctx;
+    if (!srv->tls_ctx) return;
+    if (tw_tls_ctx_new(&ctx, srv->cfg->tls_cert, srv->cfg->tls_key, err, sizeof err) != 0) {
+        tw_warn("reload", "SIGHUP: keeping the current certificate: %s", err);
+        return;
+    }
+    tw_tls_ctx_free(srv->tls_ctx);
+    srv->tls_ctx = ctx;
+    tw_info("reload", "SIGHUP: TLS certificate reloaded");
+}
+
+/* Builds the authentication policy and limits; says loudly when the node is open. */
+static int setup_auth(tw_server *srv)
+{
+    const tw_config *cfg = srv->cfg;
+    char err[256];
+    if (tw_auth_load(&srv->auth, cfg, err, sizeof err) != 0) {
+        tw_error("config", "%s", err);
+        return -1;
+    }
+    if (!(srv->presence = tw_presence_new())) return -1;
+    if ((cfg->max_connections_per_ip || cfg->new_connections_per_ip) &&
+        !(srv->iplimits =
+              tw_iplimits_new(cfg->max_connections_per_ip, cfg->new_connections_per_ip)))
+        return -1;
+    if (tw_auth_required(srv->auth))
+        tw_info("auth", "%zu JWT keys: clients must authenticate within %lld ms",
+                tw_auth_nkeys(srv->auth), (long long)cfg->auth_timeout_ms);
+    else
+        tw_warn("auth-open", "no jwt-key: clients connect without a token and may subscribe and "
+                             "publish to every channel (development only)");
+    if (!*cfg->admin_key)
+        tw_warn("admin-open", "no --admin-key: /stats and /metrics are open to anyone who can "
+                              "reach this port");
+    return 0;
+}
+
 static void close_any(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -287,45 +417,139 @@ static void close_any(uv_handle_t *h, void *arg)
 
 /* ---- Run ----------------------------------------------------------------------------- */
 
-static int listen_on(tw_server *srv, const char *hostport)
+/* Binds one listener: the plain one (--listen) or the TLS one (--tls-listen), which differ
+ * only in the transport conn.c gives the connections they accept. */
+static int listen_on_handle(tw_server *srv, uv_tcp_t *listener, const char *flag,
+                            const char *hostport, int tls)
 {
     char host[256];
     int port;
     if (tw_parse_hostport(hostport, host, sizeof host, &port) != 0) {
-        tw_error("config", "--listen %s: expected HOST:PORT", hostport);
+        tw_error("config", "--%s %s: expected HOST:PORT", flag, hostport);
         return -1;
     }
     struct sockaddr_storage addr;
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&addr) != 0 &&
         uv_ip6_addr(host, port, (struct sockaddr_in6 *)&addr) != 0) {
-        tw_error("config", "--listen %s: %s is not an IP address", hostport, host);
+        tw_error("config", "--%s %s: %s is not an IP address", flag, hostport, host);
         return -1;
     }
-    uv_tcp_init(srv->loop, &srv->listener);
-    srv->listener.data = srv;
-    int rc = uv_tcp_bind(&srv->listener, (const struct sockaddr *)&addr, 0);
-    if (rc == 0) rc = uv_listen((uv_stream_t *)&srv->listener, 4096, tw_conn_on_accept);
+    uv_tcp_init(srv->loop, listener);
+    listener->data = srv;
+    int rc = uv_tcp_bind(listener, (const struct sockaddr *)&addr, 0);
+    if (rc == 0) rc = uv_listen((uv_stream_t *)listener, 4096, tw_conn_on_accept);
     if (rc != 0) {
         tw_error("listen", "cannot listen on %s: %s", hostport, uv_strerror(rc));
         return -1;
     }
-    tw_info("listen", "serving WebSocket on ws://%s/ws and HTTP on http://%s", hostport, hostport);
+    tw_info("listen", "serving WebSocket on %s://%s/ws and HTTP on %s://%s", tls ? "wss" : "ws",
+            hostport, tls ? "https" : "http", hostport);
     return 0;
+}
+
+static int listen_on(tw_server *srv, const char *hostport)
+{
+    return listen_on_handle(srv, &srv->listener, "listen", hostport, 0);
+}
+
+/* The TLS listener, when tls-listen is set: certificate and key must load first. */
+static int listen_tls(tw_server *srv)
+{
+    const tw_config *cfg = srv->cfg;
+    if (!*cfg->tls_listen) return 0;
+    char err[256];
+    if (!*cfg->tls_cert || !*cfg->tls_key) {
+        tw_error("config", "--tls-listen needs --tls-cert and --tls-key");
+        return -1;
+    }
+    if (tw_tls_ctx_new(&srv->tls_ctx, cfg->tls_cert, cfg->tls_key, err, sizeof err) != 0) {
+        tw_error("tls", "%s", err);
+        return -1;
+    }
+    if (listen_on_handle(srv, &srv->tls_listener, "tls-listen", cfg->tls_listen, 1) != 0)
+        return -1;
+    srv->tls_listening = 1;
+    return 0;
+}
+
+/*
+ * The `retention` setting: one rule per line, `PREFIX [max-age=DURATION] [max-count=N]`.
+ * Fills rules[] (prefixes point into `buf`, a copy the caller frees). Returns the number of
+ * rules, or -1 after logging what is wrong.
+ */
+static int parse_retention(const char *text, char **buf, tw_store_retention_rule **out)
+{
+    size_t cap = 1;
+    for (const char *p = text; *p; p++)
+        cap += *p == '\n';
+    *buf = strdup(text);
+    *out = calloc(cap, sizeof **out);
+    if (!*buf || !*out) return -1;
+    int n = 0;
+    char *save_line = NULL;
+    for (char *line = strtok_r(*buf, "\n", &save_line); line;
+         line = strtok_r(NULL, "\n", &save_line)) {
+        char *save = NULL, *tok = strtok_r(line, " \t", &save);
+        if (!tok) continue;
+        tw_store_retention_rule *r = &(*out)[n];
+        r->prefix = tok;
+        r->max_age_ms = TW_STORE_RETAIN_INHERIT;
+        r->max_count = TW_STORE_RETAIN_INHERIT;
+        while ((tok = strtok_r(NULL, " \t", &save)) != NULL) {
+            char *end = NULL;
+            if (strncmp(tok, "max-age=", 8) == 0 &&
+                tw_parse_duration_ms(tok + 8, &r->max_age_ms) == 0 && r->max_age_ms >= 0)
+                continue;
+            if (strncmp(tok, "max-count=", 10) == 0 && tok[10] >= '0' && tok[10] <= '9') {
+                errno = 0;
+                long long v = strtoll(tok + 10, &end, 10);
+                if (errno == 0 && *end == '\0' && v >= 0) {
+                    r->max_count = v;
+                    continue;
+                }
+            }
+            tw_error("config", "retention %s: `%s` is not max-age=DURATION or max-count=N",
+                     r->prefix, tok);
+            return -1;
+        }
+        n++;
+    }
+    return n;
 }
 
 static int open_store(tw_server *srv)
 {
     const tw_config *cfg = srv->cfg;
+    char *rules_buf = NULL;
+    tw_store_retention_rule *rules = NULL;
+    int nrules = parse_retention(cfg->retention ? cfg->retention : "", &rules_buf, &rules);
+    if (nrules < 0) {
+        free(rules_buf);
+        free(rules);
+        return -1;
+    }
     tw_store_options so = {
         .path = cfg->data,
         .node_name = cfg->node_id,
-        .map_size = (uint64_t)cfg->store_map_size,
+        .map_size = (uint64_t)cfg->store_map_initial,
+        .map_max = (uint64_t)cfg->store_map_size,
         .max_queue_bytes = (size_t)cfg->store_max_queue_bytes,
         .max_event_bytes = (size_t)cfg->max_message_size + TW_STORE_CHANNEL_MAX,
+        .retention =
+            {
+                .max_age_ms = cfg->retention_max_age_ms,
+                .max_count = cfg->retention_max_count,
+                .max_bytes = (uint64_t)cfg->retention_max_bytes,
+                .rules = rules,
+                .nrules = (size_t)nrules,
+                .interval_ms = (unsigned)cfg->retention_interval_ms,
+            },
         .on_commit = on_commit,
         .cb_arg = srv,
     };
     int rc = tw_store_open(&srv->store, &so);
+    free(rules_buf); /* the store keeps its own copy */
+    free(rules);
     if (rc != 0) {
         tw_error("store-open", "cannot open the log in %s: %s", cfg->data, tw_store_strerror(rc));
         return -1;
@@ -388,9 +612,13 @@ int tw_server_run(const tw_config *cfg)
     uv_signal_init(&loop, &srv->sig_int);
     srv->sig_term.data = srv->sig_int.data = srv;
 
-    if (tw_channels_init(srv) != 0 || open_store(srv) != 0 || listen_on(srv, cfg->listen) != 0)
+    if (setup_auth(srv) != 0 || tw_channels_init(srv) != 0 || open_store(srv) != 0 ||
+        listen_on(srv, cfg->listen) != 0 || listen_tls(srv) != 0)
         goto out_close;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
+    uv_signal_init(&loop, &srv->sig_hup);
+    srv->sig_hup.data = srv;
+    uv_signal_start(&srv->sig_hup, on_hup, SIGHUP);
     uv_signal_start(&srv->sig_int, on_signal, SIGINT);
     /* Fine enough that pings keep their interval and timeouts fire on time, at most 1 s. */
     uint64_t tick = (uint64_t)(cfg->ping_interval_ms < cfg->idle_timeout_ms ? cfg->ping_interval_ms
@@ -414,6 +642,7 @@ out_close:
         tw_conn_abort(c);
     }
     uv_run(&loop, UV_RUN_NOWAIT);
+    if (srv->store) tw_server_submit_pending(srv);
     /* The store commits what was submitted before it stops; the completions find their
      * connections closed and only drop their references. */
     tw_store_reader_free(srv->reader);
@@ -426,8 +655,18 @@ out_close:
     }
     uv_walk(&loop, close_any, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    tw_conn_resume_reads(srv); /* every connection is closed: this drops the last references */
     if (uv_loop_close(&loop) != 0) tw_warn("shutdown", "the event loop did not close cleanly");
     tw_channels_free(srv);
+    tw_presence_free(srv->presence);
+    tw_iplimits_free(srv->iplimits);
+    tw_auth_free(srv->auth);
+    tw_tls_ctx_free(srv->tls_ctx);
+    while (srv->pub_free) {
+        tw_publish *p = srv->pub_free;
+        srv->pub_free = p->next;
+        free(p);
+    }
     for (size_t i = 0; i < srv->nheads; i++)
         free(srv->heads[i]);
     free(srv->heads);

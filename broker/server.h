@@ -17,12 +17,16 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "auth.h"
 #include "config.h"
 #include "event.h"
 #include "http.h"
+#include "presence.h"
 #include "protocol.h"
 #include "stats.h"
 #include "store.h"
+#include "throttle.h"
+#include "tls.h"
 #include "ws.h"
 
 typedef struct tw_server tw_server;
@@ -35,6 +39,9 @@ typedef struct tw_publish tw_publish;
 /* ---- Connections (conn.c): one TCP client, first HTTP, then maybe WebSocket. ---------- */
 
 enum { TW_CONN_HTTP = 0, TW_CONN_WS = 1 };
+
+/* How bytes cross the socket (conn.c): plain TCP or TLS. */
+typedef struct tw_transport tw_transport;
 
 struct tw_conn {
     uv_tcp_t tcp; /* tcp.data == this */
@@ -67,6 +74,16 @@ struct tw_conn {
 
     /* TW_CONN_WS */
     tw_session *session;
+
+    tw_ip *ip; /* this client's per-IP entry, released on close (NULL: not counted) */
+    const tw_transport *tr; /* plain or TLS, from the listener that accepted it */
+    /* Read budget: bytes read in loop turn `read_turn`; over the budget, reading pauses
+     * until the end of the turn (on the server's paused list, holding a reference). */
+    uint64_t read_turn;
+    size_t turn_bytes;
+    uint8_t read_paused;
+    tw_conn *paused_next;
+    tw_tls *tls;            /* the TLS session on the TLS listener, else NULL */
 };
 
 /* Queues a frame for the client; takes over one reference. The bytes go out in one
@@ -95,6 +112,9 @@ void tw_conn_flush_all(tw_server *srv);
 /* libuv callbacks wired by server.c. */
 void tw_conn_on_accept(uv_stream_t *listener, int status);
 
+/* End of a turn: connections that used their read budget read again (next turn). */
+void tw_conn_resume_reads(tw_server *srv);
+
 /* Per-second checks: handshake deadlines, pings, idle and slow-consumer timeouts. */
 void tw_conn_tick(tw_server *srv, uint64_t now_ms);
 
@@ -115,6 +135,13 @@ struct tw_session {
     tw_session *ready_next;    /* in the server's catch-up work list */
     uint8_t in_ready;
     uint64_t stalled_since_ms; /* backlog went over the high-water mark and stayed (0: not) */
+
+    /* Identity and limits (auth.h): the verified token's claims, or NULL (open node, or not
+     * authenticated yet); the loop time by which a token must come (0: none due); the
+     * messages-per-second bucket. */
+    tw_jwt_claims *who;
+    uint64_t auth_deadline_ms;
+    tw_bucket msg_bucket;
 };
 
 /* Makes the session of a connection that was just upgraded. */
@@ -132,6 +159,13 @@ void tw_session_free(tw_session *s);
 /* Sends a reply built by the codec; on encoding failure closes with 1011. */
 void tw_session_send_buf(tw_session *s, tw_buf *b);
 
+/* Takes the token of an upgrade's `?token=` (tokens required): verifies it, or closes the
+ * session with 4001. */
+void tw_session_authenticate(tw_session *s, const char *token, size_t len);
+
+/* Per-tick checks of identity: the authentication deadline and token expiry (close 4001). */
+void tw_session_check_auth(tw_session *s, uint64_t now_ms, int64_t wall_s);
+
 /* Sends an error reply. */
 void tw_session_error(tw_session *s, const int64_t *id, int code, const char *message);
 
@@ -147,6 +181,7 @@ struct tw_channel {
     tw_channel *hnext;
     tw_sub *live;  /* subscriptions at the head, fed from memory */
     size_t nsubs;  /* all subscriptions, live or catching up */
+    uint64_t events; /* events fanned out since the channel got its first subscriber (/stats) */
 };
 
 /*
@@ -223,6 +258,15 @@ struct tw_publish {
 int tw_server_publish(tw_server *srv, tw_conn *conn, int kind, const int64_t *id, char *channel,
                       size_t channel_len, uint8_t data_enc, uint8_t *data, size_t data_len);
 
+/*
+ * Hands the publishes accepted since the last call to the store's writer in one
+ * tw_store_submit(). Called after each WebSocket read (so the writer starts on a client's
+ * publishes while the loop reads the next client) and at the end of every loop turn. A
+ * refused submit (writer queue full, store closing) completes each publish at once with a
+ * 503 to its publisher.
+ */
+void tw_server_submit_pending(tw_server *srv);
+
 /* Origin ids are interned once: events and the head vector point at the same strings. */
 typedef struct tw_origin_head {
     char id[TW_STORE_ORIGIN_MAX + 1];
@@ -250,6 +294,7 @@ struct tw_server {
     uv_timer_t tick;
     uint64_t tick_ms;       /* period of the timeout and ping checks */
     uv_signal_t sig_term, sig_int;
+    uv_signal_t sig_hup;    /* reloads keys (jwt-key files) */
     uv_timer_t shutdown_timer;
 
     tw_conn *conns;
@@ -265,6 +310,21 @@ struct tw_server {
     size_t nheads;
     uint64_t fanout_lsn;    /* lsn of the newest event fanned out */
     uint64_t pending_publishes;
+    /* Publishes accepted this loop turn, handed to the store in one tw_store_submit() at
+     * the end of the turn (one lock and one writer wake-up per turn, not per event). */
+    tw_publish *submit_head, *submit_tail;
+    /* Spare tw_publish records (a free list, so the hot path does not malloc per event). */
+    tw_publish *pub_free;
+    size_t npub_free;
+
+    tw_auth *auth;         /* keys and namespaces; never NULL while serving */
+    tw_presence *presence; /* members of channels whose namespace enables presence */
+    tw_iplimits *iplimits; /* NULL: no per-IP limit configured */
+    uv_tcp_t tls_listener; /* wss:// and https:// (tls-listen), when configured */
+    int tls_listening;
+    tw_tls_ctx *tls_ctx;   /* new TLS connections start from it; replaced on SIGHUP */
+    tw_conn *paused;       /* connections that used their read budget this turn */
+    uint64_t turn_no;      /* loop turns, for the read budget */
 
     tw_stats stats;
     uint8_t readbuf[64 * 1024]; /* every read is consumed before the next: one buffer serves all */

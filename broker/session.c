@@ -7,16 +7,19 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "server.h"
 
 static void ws_output(void *arg, const uint8_t *data, size_t len);
 static void ws_on_message(void *arg, int opcode, const uint8_t *data, size_t len);
+static void ws_on_activity(void *arg);
 
 static const tw_ws_callbacks ws_callbacks = {
     .on_message = ws_on_message,
     .output = ws_output,
+    .on_activity = ws_on_activity,
 };
 
 tw_session *tw_session_new(tw_conn *c, tw_encoding enc)
@@ -30,14 +33,29 @@ tw_session *tw_session_new(tw_conn *c, tw_encoding enc)
         free(s);
         return NULL;
     }
+    uint64_t now = tw_now_ms(c->srv);
+    const tw_config *cfg = c->srv->cfg;
+    tw_bucket_init(&s->msg_bucket,
+                   (double)(cfg->messages_burst ? cfg->messages_burst
+                                                : 2 * cfg->max_messages_per_second),
+                   now);
+    if (tw_auth_required(c->srv->auth)) s->auth_deadline_ms = now + (uint64_t)cfg->auth_timeout_ms;
     return s;
 }
+
+static void presence_leave(tw_session *s, const char *channel, size_t len);
 
 void tw_session_free(tw_session *s)
 {
     tw_server *srv = s->conn->srv;
+    for (tw_sub *sub = s->subs; sub; sub = sub->s_next)
+        presence_leave(s, sub->ch->name, sub->ch->len);
     while (s->subs)
         tw_sub_end(s->subs);
+    if (s->who) {
+        tw_jwt_claims_free(s->who);
+        free(s->who);
+    }
     if (s->in_ready) { /* unlink from the catch-up work list */
         tw_session **pp = &srv->ready_head;
         tw_session *prev = NULL;
@@ -125,6 +143,8 @@ void tw_session_close(tw_session *s, uint16_t code, const char *reason)
 void tw_session_feed(tw_session *s, const uint8_t *data, size_t len)
 {
     int rc = tw_ws_feed(&s->ws, data, len);
+    /* The publishes of this read go to the writer together, before the next client's. */
+    tw_server_submit_pending(s->conn->srv);
     if (rc != 0 || tw_ws_closing(&s->ws)) {
         if (rc != 0 || s->ws.ctx == NULL || !wslay_event_get_close_received(s->ws.ctx))
             s->conn->srv->stats.protocol_closes++;
@@ -142,6 +162,131 @@ void tw_session_on_drain(tw_session *s)
         s->stalled_since_ms = 0;
         if (s->cu_head) tw_catchup_schedule(s);
     }
+}
+
+/* ---- Identity, permissions, presence (auth.h) -------------------------------------- */
+
+static int64_t wall_s(void)
+{
+    return (int64_t)time(NULL);
+}
+
+static void member_of(tw_session *s, tw_member *m)
+{
+    m->user = s->who ? s->who->sub : NULL;
+    m->node = s->conn->srv->cfg->node_id;
+    m->conn = s->id;
+}
+
+/* Tells the channel's other members that s joined or left (namespaces with join-leave). */
+static void presence_notify(tw_session *s, const char *op, const char *channel, size_t len)
+{
+    tw_server *srv = s->conn->srv;
+    if (!tw_auth_flags(srv->auth, channel, len).join_leave) return;
+    tw_member who;
+    member_of(s, &who);
+    tw_session *const *m;
+    size_t n = tw_presence_members(srv->presence, channel, len, &m);
+    for (size_t i = 0; i < n; i++) {
+        if (m[i] == s || tw_ws_closing(&m[i]->ws)) continue;
+        tw_buf b;
+        tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
+        if (tw_presence_encode_change(&b, m[i]->enc, op, channel, len, &who) == 0)
+            tw_session_send_buf(m[i], &b);
+        tw_buf_free(&b);
+    }
+}
+
+static void presence_join(tw_session *s, const char *channel, size_t len)
+{
+    tw_server *srv = s->conn->srv;
+    tw_ns_flags f = tw_auth_flags(srv->auth, channel, len);
+    if (!f.presence && !f.join_leave) return;
+    if (tw_presence_add(srv->presence, channel, len, s) != 0) {
+        tw_warn("presence-nomem", "out of memory tracking presence: session %s not listed",
+                s->id);
+        return;
+    }
+    presence_notify(s, "join", channel, len);
+}
+
+static void presence_leave(tw_session *s, const char *channel, size_t len)
+{
+    tw_server *srv = s->conn->srv;
+    if (tw_presence_remove(srv->presence, channel, len, s))
+        presence_notify(s, "leave", channel, len);
+}
+
+/* Takes a token: verifies it and makes its claims the session's identity. Returns 0, or the
+ * TW_JWT_* code (logged without the token), the session unchanged. */
+static int take_token(tw_session *s, const char *token, size_t len, int refresh)
+{
+    tw_server *srv = s->conn->srv;
+    tw_jwt_claims c;
+    int rc = tw_auth_verify(srv->auth, token, len, wall_s(), &c);
+    if (rc != 0) {
+        srv->stats.auth_failures++;
+        tw_info("auth-refused", "session %s: token refused: %s", s->id, tw_jwt_strerror(rc));
+        return rc;
+    }
+    /* A connection is one user for its whole life: its subscriptions were checked for it. */
+    if (s->who && strcmp(s->who->sub, c.sub) != 0) {
+        tw_jwt_claims_free(&c);
+        srv->stats.auth_failures++;
+        tw_info("auth-refused", "session %s: a new token must keep the same sub", s->id);
+        return TW_JWT_ECLAIMS;
+    }
+    tw_jwt_claims *who = s->who ? s->who : malloc(sizeof *who);
+    if (!who) {
+        tw_jwt_claims_free(&c);
+        return TW_JWT_ENOMEM;
+    }
+    if (s->who) tw_jwt_claims_free(s->who);
+    *who = c;
+    s->who = who;
+    s->auth_deadline_ms = 0;
+    srv->stats.auth_ok++;
+    tw_debug("auth-ok", "session %s: %s as user of %zu bytes with key %s", s->id,
+             refresh ? "refreshed" : "authenticated", strlen(c.sub), tw_jwt_key_kid(c.key));
+    who->key = NULL; /* keys are replaced on SIGHUP: keep no pointer to one */
+    return 0;
+}
+
+void tw_session_authenticate(tw_session *s, const char *token, size_t len)
+{
+    int rc = take_token(s, token, len, 0);
+    if (rc == TW_JWT_ENOMEM) tw_session_close(s, 1011, "out of memory");
+    else if (rc) tw_session_close(s, 4001, tw_jwt_strerror(rc));
+}
+
+void tw_session_check_auth(tw_session *s, uint64_t now_ms, int64_t now_s)
+{
+    tw_server *srv = s->conn->srv;
+    if (s->auth_deadline_ms && !s->who && now_ms >= s->auth_deadline_ms) {
+        srv->stats.auth_failures++;
+        tw_info("auth-timeout", "session %s: no token in time: closing with 4001", s->id);
+        tw_session_close(s, 4001, "authentication required");
+    } else if (s->who && now_s - srv->cfg->jwt_leeway_ms / 1000 >= s->who->exp) {
+        srv->stats.auth_failures++;
+        tw_info("auth-expired", "session %s: token expired: closing with 4001", s->id);
+        tw_session_close(s, 4001, "token expired");
+    }
+}
+
+/* Refuses a request of a client that must authenticate first (401). Returns 1 when the
+ * request may go on. */
+static int authenticated(tw_session *s, const int64_t *id)
+{
+    if (s->who || !tw_auth_required(s->conn->srv->auth)) return 1;
+    s->conn->srv->stats.forbidden++;
+    tw_session_error(s, id, 401, "authenticate first: connect with a token");
+    return 0;
+}
+
+static void forbidden(tw_session *s, const int64_t *id, const char *what)
+{
+    s->conn->srv->stats.forbidden++;
+    tw_session_error(s, id, 403, what);
 }
 
 static tw_sub *find_sub(tw_session *s, const char *channel, size_t len)
@@ -173,6 +318,11 @@ static int encode_head_cursor(tw_server *srv, tw_store_cursor_entry *out, size_t
 static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
 {
     tw_server *srv = s->conn->srv;
+    if (!authenticated(s, id)) return;
+    if (!tw_auth_may_subscribe(srv->auth, s->who, a->channel, a->channel_len)) {
+        forbidden(s, id, "not allowed to subscribe to this channel");
+        return;
+    }
     if (find_sub(s, a->channel, a->channel_len)) {
         tw_session_error(s, id, 409, "already subscribed");
         return;
@@ -190,8 +340,8 @@ static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
     if (from_log) {
         int rc = 0;
         if (a->has_since)
-            rc = tw_store_resolve_cursor(srv->reader, a->since.entries, a->since.n, &after,
-                                         &recovered);
+            rc = tw_store_resolve_cursor(srv->reader, a->channel, a->channel_len,
+                                         a->since.entries, a->since.n, &after, &recovered);
         if (rc == 0 && a->last > 0) {
             uint64_t tail = 0;
             rc = tw_store_channel_tail(srv->reader, a->channel, a->channel_len, a->last, &tail);
@@ -255,12 +405,16 @@ static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
         return;
     }
     send_encoded(s, &b, rc);
+    presence_join(s, a->channel, a->channel_len);
 }
 
 static void unsubscribe(tw_session *s, tw_request *req, const int64_t *id)
 {
     tw_sub *sub = find_sub(s, req->sub.channel, req->sub.channel_len);
-    if (sub) tw_sub_end(sub);
+    if (sub) {
+        tw_sub_end(sub);
+        presence_leave(s, req->sub.channel, req->sub.channel_len);
+    }
     tw_buf b;
     tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
     send_encoded(s, &b,
@@ -271,6 +425,12 @@ static void unsubscribe(tw_session *s, tw_request *req, const int64_t *id)
 static void publish(tw_session *s, tw_request *req, const int64_t *id)
 {
     tw_server *srv = s->conn->srv;
+    if (!authenticated(s, id)) return;
+    if (!tw_auth_may_publish(srv->auth, s->who, req->sub.channel, req->sub.channel_len)) {
+        forbidden(s, id, "not allowed to publish to this channel (back ends publish through "
+                         "the HTTP API)");
+        return;
+    }
     /* The server takes the channel and data; the request must not free them. */
     char *channel = req->sub.channel;
     uint8_t *data = req->data;
@@ -289,6 +449,22 @@ static void publish(tw_session *s, tw_request *req, const int64_t *id)
 static void connect_op(tw_session *s, tw_request *req, const int64_t *id)
 {
     tw_server *srv = s->conn->srv;
+    if (tw_auth_required(srv->auth)) {
+        /* A token in connect, or one taken from the URL at the upgrade. Without either the
+         * client cannot do anything here: close now rather than at the deadline. */
+        int rc = req->token ? take_token(s, req->token, strlen(req->token), 0)
+                 : s->who   ? 0
+                            : TW_JWT_EMALFORMED;
+        if (rc == TW_JWT_ENOMEM) {
+            tw_session_close(s, 1011, "out of memory");
+            return;
+        }
+        if (rc) {
+            if (!req->token) srv->stats.auth_failures++;
+            tw_session_close(s, 4001, req->token ? tw_jwt_strerror(rc) : "token required");
+            return;
+        }
+    }
     tw_buf b;
     tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
     send_encoded(s, &b,
@@ -296,6 +472,90 @@ static void connect_op(tw_session *s, tw_request *req, const int64_t *id)
                                            (unsigned)(srv->cfg->ping_interval_ms / 1000)));
     for (size_t i = 0; i < req->nsubs && !tw_ws_closing(&s->ws); i++)
         subscribe(s, &req->subs[i], NULL);
+}
+
+/* presence: the channel's members on this node, for namespaces that enable it. */
+static void presence_op(tw_session *s, tw_request *req, const int64_t *id)
+{
+    tw_server *srv = s->conn->srv;
+    const char *ch = req->sub.channel;
+    size_t len = req->sub.channel_len;
+    if (!authenticated(s, id)) return;
+    if (!tw_auth_flags(srv->auth, ch, len).presence) {
+        forbidden(s, id, "presence is not enabled for this channel");
+        return;
+    }
+    if (!tw_auth_may_subscribe(srv->auth, s->who, ch, len)) {
+        forbidden(s, id, "not allowed to see this channel");
+        return;
+    }
+    tw_session *const *m;
+    size_t n = tw_presence_members(srv->presence, ch, len, &m);
+    tw_member *members = n ? calloc(n, sizeof *members) : NULL;
+    if (n && !members) {
+        tw_session_error(s, id, 500, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        member_of(m[i], &members[i]);
+    tw_buf b;
+    tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
+    send_encoded(s, &b, tw_presence_encode(&b, s->enc, id, ch, len, members, n));
+    free(members);
+}
+
+/* refresh: a new token for the same user before the current one expires. A refused token
+ * leaves the connection as it was (it still ends when the old token expires). */
+static void refresh_op(tw_session *s, tw_request *req, const int64_t *id)
+{
+    tw_server *srv = s->conn->srv;
+    if (!tw_auth_required(srv->auth)) {
+        tw_session_error(s, id, 400, "this node does not authenticate with tokens");
+        return;
+    }
+    int rc = take_token(s, req->token, strlen(req->token), 1);
+    if (rc == TW_JWT_ENOMEM) {
+        tw_session_error(s, id, 500, "out of memory");
+        return;
+    }
+    if (rc) {
+        tw_session_error(s, id, 401, tw_jwt_strerror(rc));
+        return;
+    }
+    /* The new token may carry fewer roles or grants: end what it no longer allows. */
+    for (tw_sub *sub = s->subs, *next; sub; sub = next) {
+        next = sub->s_next;
+        if (tw_auth_may_subscribe(srv->auth, s->who, sub->ch->name, sub->ch->len)) continue;
+        char msg[320];
+        snprintf(msg, sizeof msg, "subscription to %.*s ended: the new token does not allow it",
+                 (int)sub->ch->len, sub->ch->name);
+        presence_leave(s, sub->ch->name, sub->ch->len);
+        tw_sub_end(sub);
+        forbidden(s, NULL, msg);
+    }
+    tw_buf b;
+    tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
+    send_encoded(s, &b, tw_presence_encode_refreshed(&b, s->enc, id, s->who->exp));
+}
+
+/*
+ * Every message the client sends, data or control, takes a token from the connection's
+ * bucket (max-messages-per-second): a flood of pings costs the node pongs just as a flood
+ * of requests costs replies. Runs before the message is handled; over the rate, the
+ * connection is closed with 4129 and the message is dropped.
+ */
+static void ws_on_activity(void *arg)
+{
+    tw_session *s = arg;
+    tw_server *srv = s->conn->srv;
+    int64_t rate = srv->cfg->max_messages_per_second;
+    if (rate <= 0 || tw_ws_closing(&s->ws)) return;
+    double burst = (double)(srv->cfg->messages_burst ? srv->cfg->messages_burst : 2 * rate);
+    if (tw_bucket_take(&s->msg_bucket, (double)rate, burst, tw_now_ms(srv))) return;
+    srv->stats.rate_limited++;
+    tw_info("rate-limited", "session %s: over %lld messages per second: closing with 4129", s->id,
+            (long long)rate);
+    tw_session_close(s, 4129, "rate limited");
 }
 
 static void ws_on_message(void *arg, int opcode, const uint8_t *data, size_t len)
@@ -335,11 +595,10 @@ static void ws_on_message(void *arg, int opcode, const uint8_t *data, size_t len
         send_encoded(s, &b, tw_proto_encode_pong(&b, s->enc, id));
         break;
     case TW_OP_PRESENCE:
-        /* Presence is opt-in per namespace; this node has no namespace that enables it. */
-        tw_session_error(s, id, 403, "presence is not enabled for this channel");
+        presence_op(s, &req, id);
         break;
     case TW_OP_REFRESH:
-        tw_session_error(s, id, 400, "this node does not authenticate with tokens");
+        refresh_op(s, &req, id);
         break;
     default:
         tw_session_error(s, id, 400, "unknown op");

@@ -68,6 +68,13 @@ GETTER(g_slow_closed, srv->stats.slow_consumer_closes)
 GETTER(g_http_total, srv->stats.http_requests_total)
 GETTER(g_req_errors, srv->stats.request_errors)
 GETTER(g_proto_closes, srv->stats.protocol_closes)
+GETTER(g_auth_ok, srv->stats.auth_ok)
+GETTER(g_auth_fail, srv->stats.auth_failures)
+GETTER(g_forbidden, srv->stats.forbidden)
+GETTER(g_rate_limited, srv->stats.rate_limited)
+GETTER(g_ip_refused, srv->stats.ip_refused)
+GETTER(g_origin_refused, srv->stats.origin_refused)
+GETTER(g_api_unauth, srv->stats.api_unauthorized)
 GETTER(g_st_used, st->used_bytes)
 GETTER(g_st_map, st->map_size)
 GETTER(g_st_events, st->events_appended)
@@ -80,6 +87,15 @@ GETTER(g_st_busy, st->refused_busy)
 GETTER(g_st_per_commit, st->commits ? (double)st->events_appended / (double)st->commits : 0)
 GETTER(g_st_lat_avg, st->commits ? (double)st->commit_us_total / (double)st->commits : 0)
 GETTER(g_st_lat_max, st->commit_us_max)
+GETTER(g_st_kept, st->kept_events)
+GETTER(g_st_kept_bytes, st->kept_bytes)
+GETTER(g_st_trimmed, st->trimmed_events)
+GETTER(g_st_trim_commits, st->trim_commits)
+GETTER(g_st_trim_fail, st->trim_failures)
+GETTER(g_st_commit_rate, srv->stats.store_commits_per_s)
+GETTER(g_st_fsync_rate, srv->stats.store_commits_per_s * 2)
+GETTER(g_st_full, srv->stats.store_full_refusals)
+GETTER(g_st_grows, st->map_grows)
 
 static const figure figures[] = {
     {NULL, "uptime_s", "tidewire_uptime_seconds", GAUGE, 0, "Seconds since the node started",
@@ -135,6 +151,22 @@ static const figure figures[] = {
     {"requests", "protocol_closes", "tidewire_protocol_closes_total", COUNTER, 0,
      "WebSocket sessions closed for a protocol fault or an oversized message",
      g_proto_closes},
+    {"security", "tokens_accepted", "tidewire_auth_tokens_accepted_total", COUNTER, 0,
+     "Client tokens accepted (connect, ?token=, refresh)", g_auth_ok},
+    {"security", "auth_failures", "tidewire_auth_failures_total", COUNTER, 0,
+     "Tokens refused and clients closed with 4001 (bad, expired or missing token)",
+     g_auth_fail},
+    {"security", "forbidden", "tidewire_forbidden_total", COUNTER, 0,
+     "Requests refused with 401 or 403 (subscribe, publish, presence)", g_forbidden},
+    {"security", "rate_limited", "tidewire_rate_limited_total", COUNTER, 0,
+     "Connections closed with 4129 (over max-messages-per-second)", g_rate_limited},
+    {"security", "ip_refused", "tidewire_ip_refused_total", COUNTER, 0,
+     "Connections refused by max-connections-per-ip or new-connections-per-ip",
+     g_ip_refused},
+    {"security", "origin_refused", "tidewire_origin_refused_total", COUNTER, 0,
+     "WebSocket upgrades refused for an Origin not in allowed-origins", g_origin_refused},
+    {"security", "http_unauthorized", "tidewire_http_unauthorized_total", COUNTER, 0,
+     "HTTP requests refused 401 (API key or admin key)", g_api_unauth},
     {"store", "size_bytes", "tidewire_store_size_bytes", GAUGE, 0, "Bytes of the log in use",
      g_st_used},
     {"store", "map_size_bytes", "tidewire_store_map_size_bytes", GAUGE, 0,
@@ -159,6 +191,25 @@ static const figure figures[] = {
      "Bytes of appends waiting for the log writer", g_st_queue},
     {"store", "refused_busy", "tidewire_store_refused_busy_total", COUNTER, 0,
      "Appends refused because the writer queue was full", g_st_busy},
+    {"store", "refused_full", "tidewire_store_refused_full_total", COUNTER, 0,
+     "Publishes refused because the log is full (map at its maximum, or disk full)", g_st_full},
+    {"store", "map_grows", "tidewire_store_map_grows_total", COUNTER, 0,
+     "Times the map grew (doubling up to store-map-size) since start", g_st_grows},
+    {"store", "commits_per_s", "tidewire_store_commits_per_second", GAUGE, 1,
+     "Commits in the last second", g_st_commit_rate},
+    {"store", "fsyncs_per_s", "tidewire_store_fsyncs_per_second", GAUGE, 1,
+     "fsyncs in the last second (LMDB syncs twice per commit: data, then meta page)",
+     g_st_fsync_rate},
+    {"store", "events_kept", "tidewire_store_events_kept", GAUGE, 0,
+     "Events in the log now (after retention)", g_st_kept},
+    {"store", "bytes_kept", "tidewire_store_bytes_kept", GAUGE, 0,
+     "Channel and data bytes of the events in the log now", g_st_kept_bytes},
+    {"store", "retention_trimmed", "tidewire_store_retention_trimmed_total", COUNTER, 0,
+     "Events deleted by retention since start", g_st_trimmed},
+    {"store", "retention_commits", "tidewire_store_retention_commits_total", COUNTER, 0,
+     "Retention transactions committed since start", g_st_trim_commits},
+    {"store", "retention_failures", "tidewire_store_retention_failures_total", COUNTER, 0,
+     "Retention transactions that failed (tried again at the next pass)", g_st_trim_fail},
 };
 #define NFIGURES (sizeof figures / sizeof figures[0])
 
@@ -200,6 +251,60 @@ static void figure_source(tw_server *srv, tw_store_stats *st, figure_src *f)
 
 #define MAX_ORIGINS 256
 
+/* /stats "channels_top" (the admin dashboard): the channels with the most subscribers and
+ * those with the most events, from one pass over the table of channels with subscribers. */
+#define TOP_CHANNELS 10
+
+static uint64_t top_score(const tw_channel *ch, int by_events)
+{
+    return by_events ? ch->events : (uint64_t)ch->nsubs;
+}
+
+/* Keeps top[0..*n) sorted by score, best first, at most TOP_CHANNELS long. */
+static void top_insert(const tw_channel **top, size_t *n, const tw_channel *ch, int by_events)
+{
+    uint64_t v = top_score(ch, by_events);
+    size_t i = *n;
+    if (i == TOP_CHANNELS) {
+        if (top_score(top[i - 1], by_events) >= v) return;
+        i--;
+    } else {
+        (*n)++;
+    }
+    while (i > 0 && top_score(top[i - 1], by_events) < v) {
+        top[i] = top[i - 1];
+        i--;
+    }
+    top[i] = ch;
+}
+
+static int render_channels_top(const tw_server *srv, tw_buf *out)
+{
+    const tw_channel *by_subs[TOP_CHANNELS], *by_events[TOP_CHANNELS];
+    size_t ns = 0, ne = 0;
+    for (size_t i = 0; i < srv->chan_cap; i++) {
+        for (const tw_channel *ch = srv->chan_table[i]; ch; ch = ch->hnext) {
+            top_insert(by_subs, &ns, ch, 0);
+            top_insert(by_events, &ne, ch, 1);
+        }
+    }
+    int rc = tw_buf_append_str(out, ",\"channels_top\":[");
+    size_t written = 0;
+    for (size_t i = 0; i < ns + ne; i++) {
+        const tw_channel *ch = i < ns ? by_subs[i] : by_events[i - ns];
+        int dup = 0;
+        for (size_t j = 0; i >= ns && j < ns && !dup; j++)
+            dup = by_subs[j] == ch;
+        if (dup) continue;
+        rc |= tw_buf_append_str(out, written++ ? ",{\"channel\":" : "{\"channel\":");
+        rc |= tw_buf_append_json_string(out, ch->name, ch->len);
+        rc |= tw_buf_printf(out, ",\"subscribers\":%zu,\"events\":%" PRIu64 "}", ch->nsubs,
+                            ch->events);
+    }
+    rc |= tw_buf_putc(out, ']');
+    return rc;
+}
+
 int tw_stats_render_json(tw_server *srv, tw_buf *out)
 {
     tw_store_stats st;
@@ -233,9 +338,11 @@ int tw_stats_render_json(tw_server *srv, tw_buf *out)
     for (size_t i = 0; i < n && i < MAX_ORIGINS; i++)
         rc |= tw_buf_printf(out,
                             "%s{\"origin\":\"%s\",\"first_seq\":%" PRIu64 ",\"last_seq\":%" PRIu64
-                            "}",
-                            i ? "," : "", info[i].origin, info[i].first_seq, info[i].last_seq);
+                            ",\"events_kept\":%" PRIu64 "}",
+                            i ? "," : "", info[i].origin, info[i].first_seq, info[i].last_seq,
+                            info[i].kept);
     rc |= tw_buf_append_str(out, "]}");
+    rc |= render_channels_top(srv, out);
     /* A single node is a cluster of one: itself, alive, with nothing to replicate. */
     rc |= tw_buf_printf(out,
                         ",\"cluster\":{\"members\":[{\"node\":\"%s\",\"state\":\"self\","
@@ -287,6 +394,11 @@ int tw_stats_render_prometheus(tw_server *srv, tw_buf *out)
     for (size_t i = 0; i < n && i < MAX_ORIGINS; i++)
         rc |= tw_buf_printf(out, "tidewire_store_origin_last_seq{origin=\"%s\"} %" PRIu64 "\n",
                             info[i].origin, info[i].last_seq);
+    rc |= tw_buf_append_str(out, "# HELP tidewire_store_origin_events_kept Events kept per "
+                                 "origin\n# TYPE tidewire_store_origin_events_kept gauge\n");
+    for (size_t i = 0; i < n && i < MAX_ORIGINS; i++)
+        rc |= tw_buf_printf(out, "tidewire_store_origin_events_kept{origin=\"%s\"} %" PRIu64 "\n",
+                            info[i].origin, info[i].kept);
     rc |= tw_buf_printf(out,
                         "# HELP tidewire_cluster_members Cluster members known, by state\n"
                         "# TYPE tidewire_cluster_members gauge\n"

@@ -28,6 +28,20 @@ typedef struct tw_stats {
     uint64_t slow_consumer_closes;  /* closes with 4208 */
     uint64_t request_errors;        /* error replies to WebSocket requests */
     uint64_t protocol_closes;       /* closes for frame-level errors or oversize messages */
+    /* Authentication and limits (issue 5) */
+    uint64_t auth_ok;               /* tokens accepted (connect, ?token=, refresh) */
+    uint64_t auth_failures;         /* tokens refused, and clients closed with 4001 */
+    uint64_t forbidden;             /* subscribes, publishes, presence refused with 403 */
+    uint64_t rate_limited;          /* connections closed with 4129 */
+    uint64_t ip_refused;            /* connections refused by a per-IP limit */
+    uint64_t origin_refused;        /* upgrades refused for their Origin */
+    uint64_t api_unauthorized;      /* HTTP requests refused 401 (API or admin key) */
+    /* The log (issue 3) */
+    uint64_t store_full_refusals;   /* publishes refused because the log is full */
+    uint64_t store_full_logged_ms, store_full_reported; /* store-full lines: 1/s at most */
+    double store_commits_per_s;     /* sampled by the server's tick */
+    uint64_t prev_store_commits, prev_store_sample_ms;
+    uint64_t last_reader_check_ms;  /* loop time of the last tw_store_check_readers() */
     /* Per-second rates, updated by the 1 s tick. */
     double events_in_per_s, events_out_per_s, bytes_in_per_s, bytes_out_per_s;
     uint64_t prev_events_in, prev_events_out, prev_bytes_in, prev_bytes_out;

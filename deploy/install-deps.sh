@@ -12,6 +12,17 @@ test_pkgs=(libcmocka-dev python3 python3-websockets python3-pytest python3-msgpa
 want=("${build_pkgs[@]}")
 [[ ${1:-} == --test ]] && want+=("${test_pkgs[@]}")
 
+# The JavaScript client's tests (client-sdk/js: Node's test runner, Playwright driving
+# Debian's Chromium). Node.js 18 or later with npm: Debian's nodejs + npm unless a Node.js
+# with npm is already installed (NodeSource's nodejs carries its own npm and conflicts with
+# Debian's npm package, so it is left alone).
+if [[ ${1:-} == --test ]]; then
+    want+=(chromium)
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        want+=(nodejs npm)
+    fi
+fi
+
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

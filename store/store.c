@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "store_int.h"
 
@@ -46,6 +47,7 @@ int tw_store__map_err(int rc)
     case 0:
         return 0;
     case MDB_MAP_FULL:
+        return TW_STORE__EMAPFULL;
     case ENOSPC:
     case EDQUOT:
         return TW_STORE_EFULL;
@@ -304,7 +306,9 @@ static int init_db(tw_store *s, const char *node_name)
         (rc = open_dbi(txn, "log", &s->dbi_log)) != 0 ||
         (rc = open_dbi(txn, "chan", &s->dbi_chan)) != 0 ||
         (rc = open_dbi(txn, "chidx", &s->dbi_chidx)) != 0 ||
-        (rc = open_dbi(txn, "oidx", &s->dbi_oidx)) != 0)
+        (rc = open_dbi(txn, "oidx", &s->dbi_oidx)) != 0 ||
+        (rc = open_dbi(txn, "counts", &s->dbi_counts)) != 0 ||
+        (rc = open_dbi(txn, "chtrim", &s->dbi_chtrim)) != 0)
         goto out_abort_txn;
 
     if (fresh) {
@@ -314,6 +318,8 @@ static int init_db(tw_store *s, const char *node_name)
     /* Loading the origins back also on a fresh directory keeps a single code path. */
     rc = load_meta(s, txn, node_name);
     if (rc) goto out_abort_txn;
+    rc = tw_store__load_channels(s, txn);
+    if (rc) goto out_abort_txn;
 
     return tw_store__map_err(mdb_txn_commit(txn));
 
@@ -322,12 +328,46 @@ out_abort_txn:
     return rc;
 }
 
+/* Takes the caller's retention settings into the store's own memory. */
+static int copy_retention(tw_store *s, const tw_store_retention *r)
+{
+    if (r->max_age_ms < 0 || r->max_count < 0 || (r->nrules && !r->rules)) return TW_STORE_EINVAL;
+    s->ret_max_age_ms = r->max_age_ms;
+    s->ret_max_count = r->max_count;
+    s->ret_max_bytes = r->max_bytes;
+    s->trim_batch = r->batch_events ? r->batch_events : 1024;
+    s->trim_interval_ms = r->interval_ms ? r->interval_ms : 1000;
+    s->retention_on = r->max_age_ms > 0 || r->max_count > 0 || r->max_bytes > 0;
+    if (r->nrules) {
+        s->rules = calloc(r->nrules, sizeof(*s->rules));
+        if (!s->rules) return TW_STORE_ENOMEM;
+    }
+    for (size_t i = 0; i < r->nrules; i++) {
+        const tw_store_retention_rule *in = &r->rules[i];
+        struct tw_store__rule *out = &s->rules[i];
+
+        if (!in->prefix || in->max_age_ms < TW_STORE_RETAIN_INHERIT ||
+            in->max_count < TW_STORE_RETAIN_INHERIT)
+            return TW_STORE_EINVAL; /* freed with the store */
+        out->prefix = strdup(in->prefix);
+        if (!out->prefix) return TW_STORE_ENOMEM;
+        s->nrules = i + 1;
+        out->len = strlen(in->prefix);
+        out->max_age_ms = in->max_age_ms;
+        out->max_count = in->max_count;
+        if (in->max_age_ms > 0 || in->max_count > 0) s->retention_on = 1;
+    }
+    return 0;
+}
+
 /* Frees what open allocated besides the environment. */
 static void free_store(tw_store *s)
 {
     pthread_mutex_destroy(&s->st_mu);
+    pthread_rwlock_destroy(&s->map_lock);
     pthread_cond_destroy(&s->q_cv);
     pthread_mutex_destroy(&s->q_mu);
+    tw_store__free_channels(s);
     free(s->slots);
     free(s->touched);
     free(s->origins);
@@ -353,10 +393,25 @@ int tw_store_open(tw_store **out, const tw_store_options *opts)
     s->max_queue_bytes = opts->max_queue_bytes ? opts->max_queue_bytes : DEFAULT_MAX_QUEUE_BYTES;
     s->max_batch_bytes = opts->max_batch_bytes ? opts->max_batch_bytes : DEFAULT_MAX_BATCH_BYTES;
     s->max_event_bytes = opts->max_event_bytes ? opts->max_event_bytes : DEFAULT_MAX_EVENT_BYTES;
-    /* Default attributes: these calls cannot fail on Linux/glibc. */
+    /* These calls cannot fail on Linux/glibc. The writer's timed waits (retention passes)
+     * use the monotonic clock, so a wall-clock jump neither stalls nor hurries them. */
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&s->q_mu, NULL);
-    pthread_cond_init(&s->q_cv, NULL);
+    pthread_cond_init(&s->q_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&s->st_mu, NULL);
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&s->map_lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    s->map_max = opts->map_max ? opts->map_max : opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
+    s->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
+    if (s->map_size > s->map_max) s->map_size = s->map_max;
+    rc = copy_retention(s, &opts->retention);
+    if (rc) goto out_free_store;
 
     rc = make_dir(opts->path);
     if (rc) goto out_free_store;
@@ -367,8 +422,7 @@ int tw_store_open(tw_store **out, const tw_store_options *opts)
         goto out_free_store;
     }
     if ((rc = mdb_env_set_maxdbs(s->env, MAX_DBS)) != 0 ||
-        (rc = mdb_env_set_mapsize(s->env, opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE)) !=
-            0 ||
+        (rc = mdb_env_set_mapsize(s->env, s->map_size)) != 0 ||
         (rc = mdb_env_set_maxreaders(s->env, opts->max_readers ? opts->max_readers
                                                                : DEFAULT_MAX_READERS)) != 0) {
         rc = tw_store__map_err(rc);
@@ -393,6 +447,18 @@ int tw_store_open(tw_store **out, const tw_store_options *opts)
     if (rc) goto out_close_env;
 
     mdb_env_info(s->env, &info);
+    /* LMDB raises the map to what the file already holds (a map grown by an earlier run). */
+    s->map_size = info.me_mapsize;
+    if (s->map_size > s->map_max) s->map_max = s->map_size;
+    /* The top of the map is kept for retention: deleting needs free pages too (copy on
+     * write), so appends stop short of the maximum, and a trim that finds the map full may
+     * use the rest. 1/32 of it, at least 128 KiB, at most 64 MiB. */
+    {
+        uint64_t reserve = s->map_max / 32;
+        if (reserve < (128u << 10)) reserve = 128u << 10;
+        if (reserve > ((uint64_t)64 << 20)) reserve = (uint64_t)64 << 20;
+        s->map_soft = s->map_max > 2 * reserve ? s->map_max - reserve : s->map_max / 2;
+    }
     s->st.map_size = info.me_mapsize;
     s->st.last_lsn = s->last_lsn;
     rc = mdb_env_stat(s->env, &est);
@@ -402,6 +468,9 @@ int tw_store_open(tw_store **out, const tw_store_options *opts)
     }
     s->page_size = est.ms_psize;
     s->st.used_bytes = (uint64_t)(info.me_last_pgno + 1) * s->page_size;
+    s->st.kept_bytes = s->kept_bytes;
+    for (size_t i = 0; i < s->n_origins; i++)
+        s->st.kept_events += s->origins[i].kept;
 
     rc = pthread_create(&s->writer, NULL, tw_store__writer_main, s);
     if (rc) {
@@ -417,7 +486,7 @@ out_close_env:
     mdb_env_close(s->env);
 out_free_store:
     free_store(s);
-    return rc;
+    return tw_store__public_err(rc);
 }
 
 void tw_store_close(tw_store *s)
@@ -432,6 +501,17 @@ void tw_store_close(tw_store *s)
     if (s->writer_started) pthread_join(s->writer, NULL);
     mdb_env_close(s->env);
     free_store(s);
+}
+
+int tw_store_check_readers(tw_store *s, int *cleared)
+{
+    int dead = 0, rc;
+
+    if (!s || !cleared) return TW_STORE_EINVAL;
+    rc = mdb_reader_check(s->env, &dead);
+    if (rc) return tw_store__public_err(tw_store__map_err(rc));
+    *cleared = dead;
+    return 0;
 }
 
 const char *tw_store_origin(const tw_store *s)

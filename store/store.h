@@ -37,19 +37,19 @@ extern "C" {
 #endif
 
 /* Error codes: X(name, value, message). tw_store_strerror() maps them to text. */
-#define TW_STORE_ERRNO_MAP(X)                                                              \
-    X(EINVAL, -1001, "invalid argument")                                                   \
-    X(ENOMEM, -1002, "out of memory")                                                      \
-    X(EIO, -1003, "storage I/O error")                                                     \
-    X(EFULL, -1004, "store is full (map size or disk)")                                    \
-    X(EMISMATCH, -1005, "data directory belongs to another node name")                     \
-    X(EVERSION, -1006, "data directory has an unknown format version")                     \
-    X(EGAP, -1007, "remote event is not the next seq of its origin")                       \
-    X(EDUP, -1008, "remote event is already in the log")                                   \
-    X(ECLOSED, -1009, "store is closing")                                                  \
-    X(ETOOBIG, -1010, "event too large")                                                   \
-    X(EBUSY, -1011, "store is busy (writer queue or reader slots full)")                   \
-    X(ENOTFOUND, -1012, "not found")                                                       \
+#define TW_STORE_ERRNO_MAP(X)                                                                      \
+    X(EINVAL, -1001, "invalid argument")                                                           \
+    X(ENOMEM, -1002, "out of memory")                                                              \
+    X(EIO, -1003, "storage I/O error")                                                             \
+    X(EFULL, -1004, "store is full (map size or disk)")                                            \
+    X(EMISMATCH, -1005, "data directory belongs to another node name")                             \
+    X(EVERSION, -1006, "data directory has an unknown format version")                             \
+    X(EGAP, -1007, "remote event is not the next seq of its origin")                               \
+    X(EDUP, -1008, "remote event is already in the log")                                           \
+    X(ECLOSED, -1009, "store is closing")                                                          \
+    X(ETOOBIG, -1010, "event too large")                                                           \
+    X(EBUSY, -1011, "store is busy (writer queue or reader slots full)")                           \
+    X(ENOTFOUND, -1012, "not found")                                                               \
     X(ECORRUPT, -1013, "log record is corrupt")
 
 enum {
@@ -81,14 +81,51 @@ typedef struct tw_store_append tw_store_append;
  */
 typedef void (*tw_store_commit_cb)(void *arg, tw_store_append *done);
 
+/*
+ * Retention: what the writer trims, oldest first, in bounded transactions of its own
+ * (interleaved with appends, never holding them up by more than one such transaction).
+ *
+ * Each channel has a policy: the rule whose prefix is the longest one its name starts
+ * with, else the defaults. A rule field set to TW_STORE_RETAIN_INHERIT takes the default's
+ * value; 0 means "no limit". max_bytes bounds the whole log (the channel + data bytes of
+ * every kept event, as in bytes_appended) and trims the log's oldest events whatever their
+ * channel. A resume from a cursor that had not seen a trimmed event of its channel is
+ * reported as not recovered (tw_store_resolve_cursor). Trimming goes in log order: by age,
+ * a channel's oldest event goes once its ts is older than max_age (an event stamped older
+ * than the ones before it waits for them).
+ */
+#define TW_STORE_RETAIN_INHERIT (-1)
+
+typedef struct tw_store_retention_rule {
+    const char *prefix; /* channel name prefix, e.g. "chat:"; copied at open */
+    int64_t max_age_ms; /* events older than this are trimmed; 0 none; INHERIT */
+    int64_t max_count;  /* newest events kept per channel; 0 none; INHERIT */
+} tw_store_retention_rule;
+
+typedef struct tw_store_retention {
+    int64_t max_age_ms;                   /* default for every channel: 0 = no age limit */
+    int64_t max_count;                    /* default per channel: 0 = no count limit */
+    uint64_t max_bytes;                   /* whole log: 0 = no size limit */
+    const tw_store_retention_rule *rules; /* copied at open */
+    size_t nrules;
+    unsigned batch_events; /* events deleted per trim transaction at most (0: 1024) */
+    unsigned interval_ms;  /* time between trim passes when nothing is due (0: 1000) */
+} tw_store_retention;
+
 typedef struct tw_store_options {
-    const char *path;      /* data directory; created (mode 0700) if missing */
-    const char *node_name; /* [A-Za-z0-9_-]{1,32}; must match the name the dir was made with */
-    uint64_t map_size;     /* LMDB map size in bytes (0: 1 GiB) */
-    unsigned max_readers;  /* LMDB reader slots (0: 1024) */
-    size_t max_queue_bytes;  /* bytes of appends waiting for the writer before EBUSY (0: 64 MiB) */
-    size_t max_batch_bytes;  /* bytes of events per commit at most (0: 16 MiB) */
-    size_t max_event_bytes;  /* channel + data bytes of one event at most (0: 16 MiB) */
+    const char *path;       /* data directory; created (mode 0700) if missing */
+    const char *node_name;  /* [A-Za-z0-9_-]{1,32}; must match the name the dir was made with */
+    uint64_t map_size;      /* LMDB map size to start with, in bytes (0: 1 GiB, or map_max
+                             * when smaller) */
+    uint64_t map_max;       /* the map grows (doubling, at most to this) when a commit finds
+                             * it full; at this size appends fail with EFULL (0: map_size, no
+                             * growth). Growing waits for every read call in progress to end:
+                             * no txn is open anywhere in the process while LMDB remaps. */
+    unsigned max_readers;   /* LMDB reader slots (0: 1024) */
+    size_t max_queue_bytes; /* bytes of appends waiting for the writer before EBUSY (0: 64 MiB) */
+    size_t max_batch_bytes; /* bytes of events per commit at most (0: 16 MiB) */
+    size_t max_event_bytes; /* channel + data bytes of one event at most (0: 16 MiB) */
+    tw_store_retention retention; /* all zero: keep everything */
     tw_store_commit_cb on_commit; /* required */
     void *cb_arg;
 } tw_store_options;
@@ -154,6 +191,12 @@ struct tw_store_append {
  */
 int tw_store_submit(tw_store *s, tw_store_append *list);
 
+/*
+ * Asks the writer to run a retention pass now rather than at its next interval (a no-op
+ * when no retention is configured). Returns at once. Any thread.
+ */
+void tw_store_trim_now(tw_store *s);
+
 /* ---- Reading ------------------------------------------------------------------------ */
 
 /* One event as read from the log. Pointers are valid only during the callback. */
@@ -193,6 +236,25 @@ int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channe
                           uint64_t after_lsn, size_t max_events, size_t max_bytes,
                           tw_store_event_cb cb, void *arg, uint64_t *last_lsn, int *at_head);
 
+/*
+ * Reads the events of one origin with seq >= from_seq, in seq order, through the origin
+ * index (replication: serving a peer's fetch, pushing new local events). Same limits and
+ * callback rules as tw_store_read_channel(). On return *last_seq is the seq of the last
+ * event passed (from_seq - 1 if none). An origin never seen reads as empty.
+ */
+int tw_store_read_origin(tw_store_reader *r, const char *origin, uint64_t from_seq,
+                         size_t max_events, size_t max_bytes, tw_store_event_cb cb, void *arg,
+                         uint64_t *last_seq);
+
+/*
+ * Sets *lsn to the log position of the newest event retention trimmed from a channel (0:
+ * none). A subscription that has read the channel up to last_lsn has missed events when
+ * *lsn > last_lsn: the log can no longer bring it up to date (the broker closes it with
+ * 4208; it resumes and is told recovered: false).
+ */
+int tw_store_channel_trimmed(tw_store_reader *r, const char *channel, size_t channel_len,
+                             uint64_t *lsn);
+
 /* One entry of a version vector: the last seq seen from an origin. */
 typedef struct tw_store_cursor_entry {
     const char *origin; /* NUL-terminated */
@@ -200,24 +262,25 @@ typedef struct tw_store_cursor_entry {
 } tw_store_cursor_entry;
 
 /*
- * Translates a cursor (version vector) into the lsn to read a channel after: every event
- * whose seq is greater than the cursor's entry for its origin (0 for origins the cursor
- * does not name) has an lsn > *after_lsn. Events at or below the cursor may still follow
- * *after_lsn when several origins interleave: the caller filters them by seq.
- * *recovered is 1 when nothing the cursor has not seen was trimmed by retention, 0 when
- * some of it is gone (an origin's oldest kept seq is above entry + 1, or the cursor names
- * an origin this log does not know); the read then starts at the oldest event kept.
- * An empty cursor (n == 0) means "from the oldest event kept" and is always recovered.
+ * Translates a channel's cursor (version vector) into the lsn to read the channel after:
+ * every event whose seq is greater than the cursor's entry for its origin (0 for origins
+ * the cursor does not name) has an lsn > *after_lsn. Events at or below the cursor may
+ * still follow *after_lsn when several origins interleave: the caller filters them by seq.
+ * *recovered is 1 when no event of this channel that the cursor had not seen was trimmed
+ * by retention, 0 when some of it is gone (or the cursor names an origin this log does not
+ * know); the read then starts at the oldest event kept. An empty cursor (n == 0) means
+ * "from the oldest event kept" and is always recovered.
  */
-int tw_store_resolve_cursor(tw_store_reader *r, const tw_store_cursor_entry *entries, size_t n,
-                            uint64_t *after_lsn, int *recovered);
+int tw_store_resolve_cursor(tw_store_reader *r, const char *channel, size_t channel_len,
+                            const tw_store_cursor_entry *entries, size_t n, uint64_t *after_lsn,
+                            int *recovered);
 
 /*
  * Sets *after_lsn so that reading the channel after it yields its newest `count` events
  * (all of them when it has fewer).
  */
-int tw_store_channel_tail(tw_store_reader *r, const char *channel, size_t channel_len,
-                          size_t count, uint64_t *after_lsn);
+int tw_store_channel_tail(tw_store_reader *r, const char *channel, size_t channel_len, size_t count,
+                          uint64_t *after_lsn);
 
 /* ---- Introspection ------------------------------------------------------------------ */
 
@@ -236,6 +299,7 @@ typedef struct tw_store_origin_info {
     char origin[TW_STORE_ORIGIN_MAX + 1];
     uint64_t first_seq; /* oldest kept (0 when none kept) */
     uint64_t last_seq;  /* newest ever appended (0 when none) */
+    uint64_t kept;      /* events of this origin kept (tw_store_origins only; else 0) */
 } tw_store_origin_info;
 
 /*
@@ -246,25 +310,41 @@ int tw_store_origins(tw_store_reader *r, tw_store_origin_info *out, size_t cap, 
 
 /* Counters; read with tw_store_get_stats() from any thread. */
 typedef struct tw_store_stats {
-    uint64_t commits;          /* successful commits */
-    uint64_t commit_failures;  /* commits that failed (their appends got an error status) */
-    uint64_t events_appended;  /* events committed */
-    uint64_t bytes_appended;   /* channel + data bytes committed */
-    uint64_t last_lsn;         /* newest lsn committed */
-    uint64_t queue_bytes;      /* bytes waiting for the writer now */
-    uint64_t refused_busy;     /* submits refused with EBUSY */
-    uint64_t map_size;         /* bytes */
-    uint64_t used_bytes;       /* pages in use (last_pgno * page size) after the last commit */
+    uint64_t commits;         /* successful commits */
+    uint64_t commit_failures; /* commits that failed (their appends got an error status) */
+    uint64_t events_appended; /* events committed */
+    uint64_t bytes_appended;  /* channel + data bytes committed */
+    uint64_t last_lsn;        /* newest lsn committed */
+    uint64_t queue_bytes;     /* bytes waiting for the writer now */
+    uint64_t refused_busy;    /* submits refused with EBUSY */
+    uint64_t map_size;        /* bytes, now */
+    uint64_t map_grows;       /* times the map grew since open */
+    uint64_t used_bytes;      /* pages in use (last_pgno * page size) after the last commit */
     /* Commit latency (begin of txn to return of fsync'ed commit), microseconds. */
     uint64_t commit_us_total;
     uint64_t commit_us_max;
     /* Histogram of commit latency: bucket i counts commits <= tw_store_commit_us_bounds[i];
      * the last bucket counts the rest. */
     uint64_t commit_us_buckets[12];
+    /* Retention. */
+    uint64_t kept_events;    /* events in the log now */
+    uint64_t kept_bytes;     /* their channel + data bytes */
+    uint64_t trimmed_events; /* events deleted by retention since open */
+    uint64_t trim_commits;   /* trim transactions committed since open */
+    uint64_t trim_passes;    /* retention passes run (with or without anything to trim) */
+    uint64_t trim_failures;  /* trim transactions that failed (retried next pass) */
 } tw_store_stats;
 
 /* Upper bounds (µs) of the first 11 buckets of commit_us_buckets. */
 extern const uint64_t tw_store_commit_us_bounds[11];
+
+/*
+ * Frees reader slots left in the LMDB lock file by processes that died (mdb_reader_check):
+ * such slots pin old pages and fill the table. Open does it once; call it periodically
+ * (another process reading the same environment, e.g. a backup, may die). Sets *cleared
+ * to the number freed. Returns 0 or a TW_STORE_E* code. Any thread.
+ */
+int tw_store_check_readers(tw_store *s, int *cleared);
 
 /* Copies the counters. Any thread. */
 void tw_store_get_stats(tw_store *s, tw_store_stats *out);

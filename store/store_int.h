@@ -22,6 +22,15 @@
  *            version vector without touching the log)
  *   oidx     u32 origin idx || u64 seq -> u64 lsn
  *            (cursor resolution; replication catch-up "origin X from seq s")
+ *   counts   'c' || u32 channel id -> u64 events of the channel kept
+ *            'o' || u32 origin idx -> u64 events of the origin kept
+ *            'b'                   -> u64 channel + data bytes of every event kept
+ *            (written by every append and trim txn; retention and /stats read them)
+ *   chtrim   u32 channel id || u32 origin idx -> u64 the highest seq of that origin trimmed
+ *            from that channel: a cursor below it has missed an event (recovered: false);
+ *            u32 channel id || u32 0 -> u64 the highest lsn trimmed from that channel
+ * meta "counts" (u8 1) says the counts are kept; a directory written before they existed
+ * has them rebuilt from the log once, at open.
  *
  * A log record, version 1:
  *   off  size  field
@@ -53,6 +62,17 @@
 #define TW_STORE__CHIDX_KEY 12
 #define TW_STORE__CHIDX_VAL 12
 #define TW_STORE__OIDX_KEY 12
+#define TW_STORE__COUNT_KEY 5
+#define TW_STORE__CHTRIM_KEY 8
+/* Internal: the map is full (MDB_MAP_FULL), which the writer may cure by growing it.
+ * Never returned to callers: they get TW_STORE_EFULL (tw_store__public_err). */
+#define TW_STORE__EMAPFULL (-1900)
+
+static inline int tw_store__public_err(int rc)
+{
+    return rc == TW_STORE__EMAPFULL ? TW_STORE_EFULL : rc;
+}
+
 /* The local origin's idx in `origins`. */
 #define TW_STORE__LOCAL_IDX 1
 
@@ -104,7 +124,31 @@ struct tw_store__origin {
      * commit); `touched` says whether the batch in progress changed it. */
     uint64_t saved_first_seq;
     uint64_t saved_last_seq;
+    uint64_t kept; /* events of this origin in the log */
+    uint64_t saved_kept;
     int touched;
+    int first_gone; /* a trim deleted first_seq: find the next kept one before commit */
+};
+
+/* Writer-side view of one channel (ids are dense: chans[id - 1]). */
+struct tw_store__chan {
+    char *name;
+    size_t len;
+    uint64_t count; /* events kept */
+    uint64_t saved_count;
+    int64_t oldest_ts_ms; /* ts of its oldest kept event when known, else 0 (a hint that
+                           * spares the age check a read; never younger than the truth) */
+    int64_t max_age_ms;   /* its retention policy, resolved once: 0 = none */
+    int64_t max_count;
+    int touched;
+};
+
+/* A retention rule as the store keeps it (its own copy of the prefix). */
+struct tw_store__rule {
+    char *prefix;
+    size_t len;
+    int64_t max_age_ms;
+    int64_t max_count;
 };
 
 /* The writer's per-request outcome, held until the commit returns so that a failed
@@ -118,7 +162,7 @@ struct tw_store__slot {
 
 struct tw_store {
     MDB_env *env;
-    MDB_dbi dbi_meta, dbi_origins, dbi_log, dbi_chan, dbi_chidx, dbi_oidx;
+    MDB_dbi dbi_meta, dbi_origins, dbi_log, dbi_chan, dbi_chidx, dbi_oidx, dbi_counts, dbi_chtrim;
     unsigned page_size;
     char origin[TW_STORE_ORIGIN_MAX + 1]; /* immutable after open */
     tw_store_commit_cb on_commit;
@@ -135,9 +179,18 @@ struct tw_store {
     size_t q_bytes;
     uint64_t refused_busy;
     int closing;
+    int trim_kick; /* tw_store_trim_now() asked for a pass */
 
     pthread_t writer;
     int writer_started;
+
+    /* The map: read calls hold map_lock shared from renew to reset; the writer holds it
+     * exclusively while it resizes the map (LMDB remaps: no txn may be open then). The
+     * writer's own txns need no lock: it resizes only between them. Writer-preferring, so
+     * a stream of replays cannot hold a resize off. */
+    pthread_rwlock_t map_lock;
+    uint64_t map_size, map_max;
+    uint64_t map_soft; /* appends grow the map up to here; the rest is for trimming */
 
     /* Writer-thread state (open fills it before the writer starts). origins[i] has idx
      * i + 1. */
@@ -150,6 +203,25 @@ struct tw_store {
     size_t n_touched;
     struct tw_store__slot *slots;
     size_t cap_slots;
+    /* Channels: chans[id - 1]; chash maps a name to its id (open addressing, 0 = empty). */
+    struct tw_store__chan *chans;
+    size_t n_chans, cap_chans;
+    uint32_t *chash;
+    size_t chash_cap;        /* a power of two, at least twice n_chans */
+    uint32_t *touched_chans; /* ids changed by the txn in progress */
+    size_t n_touched_chans, cap_touched_chans;
+    uint64_t kept_bytes;
+    /* Retention (immutable after open) and the trimmer's position. */
+    int64_t ret_max_age_ms, ret_max_count;
+    uint64_t ret_max_bytes;
+    struct tw_store__rule *rules;
+    size_t nrules;
+    unsigned trim_batch, trim_interval_ms;
+    int retention_on;
+    uint32_t trim_next_chan; /* the channel id the next pass looks at first */
+    size_t trim_round_left;  /* channels the current round has still to look at */
+    int map_full;            /* the last append batch found the map full at its maximum */
+    unsigned trim_batch_now; /* smaller than trim_batch while the map is too full for it */
 
     /* Counters, under st_mu (queue_bytes and refused_busy live under q_mu). */
     pthread_mutex_t st_mu;
@@ -165,7 +237,20 @@ int tw_store__decode(const MDB_val *v, struct tw_store__rec *out);
 /* The writer thread's body (store_write.c). */
 void *tw_store__writer_main(void *arg);
 
+/* Loads the writer's channel table and counters (store_write.c); called by open, before
+ * the writer starts, inside the open txn. Rebuilds the counts when the directory has
+ * none. */
+int tw_store__load_channels(tw_store *s, MDB_txn *txn);
+
+/* Frees the writer's channel table and rules. */
+void tw_store__free_channels(tw_store *s);
+
 /* Validates a node name: [A-Za-z0-9_-]{1,32}. Returns 1 if valid. */
 int tw_store__valid_node_name(const char *name);
+
+/* A reader's snapshot for readers in other files (store_origin.c): begin opens it and lends
+ * the store, txn and oidx cursor; end closes it. */
+int tw_store__reader_begin(tw_store_reader *r, tw_store **s, MDB_txn **txn, MDB_cursor **c_oidx);
+void tw_store__reader_end(tw_store_reader *r);
 
 #endif /* TW_STORE_INT_H */

@@ -37,8 +37,10 @@ int tw_store_reader_new(tw_store *s, tw_store_reader **out)
     r = calloc(1, sizeof(*r));
     if (!r) return TW_STORE_ENOMEM;
     r->s = s;
+    pthread_rwlock_rdlock(&s->map_lock);
     rc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &r->txn);
     if (rc) {
+        pthread_rwlock_unlock(&s->map_lock);
         rc = tw_store__map_err(rc);
         goto out_free_reader;
     }
@@ -50,6 +52,7 @@ int tw_store_reader_new(tw_store *s, tw_store_reader **out)
         goto out_close_cursors;
     }
     mdb_txn_reset(r->txn);
+    pthread_rwlock_unlock(&s->map_lock);
     *out = r;
     return 0;
 
@@ -58,6 +61,7 @@ out_close_cursors:
     if (r->c_oidx) mdb_cursor_close(r->c_oidx);
     if (r->c_chidx) mdb_cursor_close(r->c_chidx);
     mdb_txn_abort(r->txn);
+    pthread_rwlock_unlock(&s->map_lock);
 out_free_reader:
     free(r);
     return rc;
@@ -74,17 +78,23 @@ void tw_store_reader_free(tw_store_reader *r)
     free(r);
 }
 
-/* Opens a fresh snapshot for one call; end_read() closes it. */
+/* Opens a fresh snapshot for one call; end_read() closes it. Between the two the call
+ * holds the map lock shared, so the writer never remaps under a read in progress. */
 static int begin_read(tw_store_reader *r)
 {
     int rc;
 
+    pthread_rwlock_rdlock(&r->s->map_lock);
     rc = mdb_txn_renew(r->txn);
-    if (rc) return tw_store__map_err(rc);
+    if (rc) {
+        pthread_rwlock_unlock(&r->s->map_lock);
+        return tw_store__map_err(rc);
+    }
     if ((rc = mdb_cursor_renew(r->txn, r->c_chidx)) != 0 ||
         (rc = mdb_cursor_renew(r->txn, r->c_oidx)) != 0 ||
         (rc = mdb_cursor_renew(r->txn, r->c_origins)) != 0) {
         mdb_txn_reset(r->txn);
+        pthread_rwlock_unlock(&r->s->map_lock);
         return tw_store__map_err(rc);
     }
     return 0;
@@ -93,6 +103,7 @@ static int begin_read(tw_store_reader *r)
 static void end_read(tw_store_reader *r)
 {
     mdb_txn_reset(r->txn);
+    pthread_rwlock_unlock(&r->s->map_lock);
 }
 
 /* Relearns the whole idx -> id table from the snapshot. */
@@ -302,17 +313,62 @@ static int all_known(tw_store_reader *r, const tw_store_cursor_entry *e, size_t 
     return 0;
 }
 
-int tw_store_resolve_cursor(tw_store_reader *r, const tw_store_cursor_entry *entries, size_t n,
-                            uint64_t *after_lsn, int *recovered)
+/* The highest seq of origin idx trimmed from channel chan_id (0: none). */
+static int trimmed_seq(tw_store_reader *r, uint32_t chan_id, uint32_t idx, uint64_t *seq)
+{
+    unsigned char key[TW_STORE__CHTRIM_KEY];
+    MDB_val k = {sizeof(key), key}, v;
+    int rc;
+
+    tw_store__put_be32(key, chan_id);
+    tw_store__put_be32(key + 4, idx);
+    rc = mdb_get(r->txn, r->s->dbi_chtrim, &k, &v);
+    *seq = 0;
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc) return tw_store__map_err(rc);
+    if (v.mv_size != 8) return TW_STORE_ECORRUPT;
+    *seq = tw_store__get_be64(v.mv_data);
+    return 0;
+}
+
+int tw_store_channel_trimmed(tw_store_reader *r, const char *channel, size_t channel_len,
+                             uint64_t *lsn)
+{
+    uint32_t id;
+    int rc;
+
+    if (!r || !channel || channel_len == 0 || channel_len > TW_STORE_CHANNEL_MAX || !lsn)
+        return TW_STORE_EINVAL;
+    rc = begin_read(r);
+    if (rc) return rc;
+    rc = lookup_chan(r, channel, channel_len, &id);
+    if (rc == MDB_NOTFOUND) {
+        *lsn = 0; /* never written */
+        rc = 0;
+    } else if (rc == 0) {
+        uint64_t v = 0;
+        rc = trimmed_seq(r, id, 0, &v); /* origin idx 0: the channel's newest lsn trimmed */
+        if (rc == 0) *lsn = v;
+    }
+    end_read(r);
+    return rc;
+}
+
+int tw_store_resolve_cursor(tw_store_reader *r, const char *channel, size_t channel_len,
+                            const tw_store_cursor_entry *entries, size_t n, uint64_t *after_lsn,
+                            int *recovered)
 {
     unsigned char key[TW_STORE__OIDX_KEY];
     uint64_t best = UINT64_MAX;
     int rec, found = 0;
+    uint32_t chan_id = 0;
     MDB_val k, v;
     size_t i;
     int rc;
 
-    if (!r || !after_lsn || !recovered || (n && !entries)) return TW_STORE_EINVAL;
+    if (!r || !after_lsn || !recovered || (n && !entries) || !channel || channel_len == 0 ||
+        channel_len > TW_STORE_CHANNEL_MAX)
+        return TW_STORE_EINVAL;
     for (i = 0; i < n; i++)
         if (!entries[i].origin) return TW_STORE_EINVAL;
     if (n == 0) {
@@ -325,6 +381,11 @@ int tw_store_resolve_cursor(tw_store_reader *r, const tw_store_cursor_entry *ent
     if (rc) return rc;
     rc = all_known(r, entries, n, &rec);
     if (rc) goto out_end_read;
+    rc = lookup_chan(r, channel, channel_len, &chan_id);
+    if (rc == MDB_NOTFOUND)
+        chan_id = 0; /* never written: nothing of it was trimmed */
+    else if (rc)
+        goto out_end_read;
 
     /*
      * For each origin the first event the cursor has not seen is (idx, c + 1) or the
@@ -334,7 +395,7 @@ int tw_store_resolve_cursor(tw_store_reader *r, const tw_store_cursor_entry *ent
     for (rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_FIRST); rc == 0;
          rc = mdb_cursor_get(r->c_origins, &k, &v, MDB_NEXT)) {
         const unsigned char *row = v.mv_data;
-        uint64_t c, first, last;
+        uint64_t c, last, trimmed;
         MDB_val ok, ov;
         uint32_t idx;
         int rc2;
@@ -344,11 +405,16 @@ int tw_store_resolve_cursor(tw_store_reader *r, const tw_store_cursor_entry *ent
             goto out_end_read;
         }
         idx = tw_store__get_be32(row);
-        first = tw_store__get_be64(row + 4);
         last = tw_store__get_be64(row + 12);
         c = cursor_seq(entries, n, &k);
         if (c >= last) continue;
-        if (first == 0 || first > c + 1) rec = 0; /* unseen events of this origin were trimmed */
+        if (chan_id) {
+            /* An event of this channel the cursor had not seen was trimmed: the client
+             * cannot be brought up to date from the log. */
+            rc = trimmed_seq(r, chan_id, idx, &trimmed);
+            if (rc) goto out_end_read;
+            if (trimmed > c) rec = 0;
+        }
 
         tw_store__put_be32(key, idx);
         tw_store__put_be64(key + 4, c + 1);
@@ -395,17 +461,23 @@ out_end_read:
     return rc;
 }
 
-/* The lsn of (idx, seq) through oidx; ENOTFOUND when that seq is not kept. */
-static int seq_lsn(tw_store_reader *r, uint32_t idx, uint64_t seq, uint64_t *lsn)
+/* The first kept seq of origin idx at or after `seq`, and its lsn, through oidx;
+ * ENOTFOUND when there is none. Retention trims per channel, so an origin's kept seqs may
+ * have holes. */
+static int next_kept(tw_store_reader *r, uint32_t idx, uint64_t seq, uint64_t *found, uint64_t *lsn)
 {
     unsigned char key[TW_STORE__OIDX_KEY];
     MDB_val k = {sizeof key, key}, v;
+    int rc;
+
     tw_store__put_be32(key, idx);
     tw_store__put_be64(key + 4, seq);
-    int rc = mdb_get(r->txn, r->s->dbi_oidx, &k, &v);
+    rc = mdb_cursor_get(r->c_oidx, &k, &v, MDB_SET_RANGE);
     if (rc == MDB_NOTFOUND) return TW_STORE_ENOTFOUND;
     if (rc) return tw_store__map_err(rc);
-    if (v.mv_size != 8) return TW_STORE_ECORRUPT;
+    if (k.mv_size != TW_STORE__OIDX_KEY || v.mv_size != 8) return TW_STORE_ECORRUPT;
+    if (tw_store__get_be32(k.mv_data) != idx) return TW_STORE_ENOTFOUND;
+    *found = tw_store__get_be64((unsigned char *)k.mv_data + 4);
     *lsn = tw_store__get_be64(v.mv_data);
     return 0;
 }
@@ -438,16 +510,17 @@ int tw_store_cursor_at(tw_store_reader *r, uint64_t after_lsn, tw_store_origin_i
         if (last && first) {
             uint64_t lo = first, hi = last, lsn = 0;
             seen = first - 1; /* what retention trimmed came before every kept event */
+            /* Over the kept seqs: the next kept one at or after mid decides the half. */
             while (lo <= hi) {
-                uint64_t mid = lo + (hi - lo) / 2;
-                int rc2 = seq_lsn(r, idx, mid, &lsn);
-                if (rc2) {
+                uint64_t mid = lo + (hi - lo) / 2, at = 0;
+                int rc2 = next_kept(r, idx, mid, &at, &lsn);
+                if (rc2 && rc2 != TW_STORE_ENOTFOUND) {
                     rc = rc2;
                     goto out_end_read;
                 }
-                if (lsn <= after_lsn) {
-                    seen = mid;
-                    lo = mid + 1;
+                if (rc2 == 0 && at <= hi && lsn <= after_lsn) {
+                    seen = at;
+                    lo = at + 1;
                 } else {
                     if (mid == 0) break;
                     hi = mid - 1;
@@ -461,6 +534,7 @@ int tw_store_cursor_at(tw_store_reader *r, uint64_t after_lsn, tw_store_origin_i
             out[count].origin[k.mv_size] = '\0';
             out[count].first_seq = first;
             out[count].last_seq = seen;
+            out[count].kept = 0;
         }
         count++;
     }
@@ -576,10 +650,17 @@ int tw_store_origins(tw_store_reader *r, tw_store_origin_info *out, size_t cap, 
         }
         if (idx <= cap) {
             tw_store_origin_info *o = &out[idx - 1];
+            unsigned char ck[TW_STORE__COUNT_KEY];
+            MDB_val kk = {sizeof(ck), ck}, kv;
             memcpy(o->origin, k.mv_data, k.mv_size);
             o->origin[k.mv_size] = '\0';
             o->first_seq = tw_store__get_be64(row + 4);
             o->last_seq = tw_store__get_be64(row + 12);
+            ck[0] = 'o';
+            tw_store__put_be32(ck + 1, idx);
+            o->kept = mdb_get(r->txn, r->s->dbi_counts, &kk, &kv) == 0 && kv.mv_size == 8
+                          ? tw_store__get_be64(kv.mv_data)
+                          : 0;
         }
     }
     if (rc != MDB_NOTFOUND) {
@@ -591,4 +672,22 @@ int tw_store_origins(tw_store_reader *r, tw_store_origin_info *out, size_t cap, 
 out_end_read:
     end_read(r);
     return rc;
+}
+
+/* For store_origin.c: opens the reader's snapshot and lends its txn and oidx cursor until
+ * tw_store__reader_end(). */
+int tw_store__reader_begin(tw_store_reader *r, tw_store **s, MDB_txn **txn, MDB_cursor **c_oidx)
+{
+    int rc = begin_read(r);
+
+    if (rc) return rc;
+    *s = r->s;
+    *txn = r->txn;
+    *c_oidx = r->c_oidx;
+    return 0;
+}
+
+void tw_store__reader_end(tw_store_reader *r)
+{
+    end_read(r);
 }

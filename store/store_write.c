@@ -122,6 +122,7 @@ static void touch(tw_store *s, size_t i)
     if (o->touched) return;
     o->saved_first_seq = o->first_seq;
     o->saved_last_seq = o->last_seq;
+    o->saved_kept = o->kept;
     o->touched = 1;
     s->touched[s->n_touched++] = i;
 }
@@ -153,6 +154,122 @@ static int add_origin(tw_store *s, const char *id, size_t len, size_t *pos)
     return 0;
 }
 
+/* ---- The channel table ------------------------------------------------------------ */
+
+static uint32_t name_hash(const char *p, size_t len)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (unsigned char)p[i]) * 16777619u;
+    return h;
+}
+
+/* The id of a channel the writer knows, or 0. */
+static uint32_t chan_find(const tw_store *s, const char *name, size_t len)
+{
+    size_t mask = s->chash_cap - 1, i;
+
+    if (!s->chash_cap) return 0;
+    for (i = name_hash(name, len) & mask; s->chash[i]; i = (i + 1) & mask) {
+        const struct tw_store__chan *c = &s->chans[s->chash[i] - 1];
+        if (c->len == len && memcmp(c->name, name, len) == 0) return s->chash[i];
+    }
+    return 0;
+}
+
+static void chash_put(tw_store *s, uint32_t id)
+{
+    const struct tw_store__chan *c = &s->chans[id - 1];
+    size_t mask = s->chash_cap - 1, i;
+
+    for (i = name_hash(c->name, c->len) & mask; s->chash[i]; i = (i + 1) & mask)
+        ;
+    s->chash[i] = id;
+}
+
+/* Rebuilds the hash for chans[0..n_chans) in a table of at least 2 * n_chans slots. */
+static int chash_rebuild(tw_store *s, size_t want)
+{
+    size_t cap = 64;
+    uint32_t *h;
+
+    while (cap < 2 * want)
+        cap *= 2;
+    h = calloc(cap, sizeof(*h));
+    if (!h) return TW_STORE_ENOMEM;
+    free(s->chash);
+    s->chash = h;
+    s->chash_cap = cap;
+    for (size_t id = 1; id <= s->n_chans; id++)
+        chash_put(s, (uint32_t)id);
+    return 0;
+}
+
+/* The retention policy of a channel: the longest matching rule, fields inherited. */
+static void chan_policy(const tw_store *s, struct tw_store__chan *c)
+{
+    const struct tw_store__rule *best = NULL;
+
+    for (size_t i = 0; i < s->nrules; i++) {
+        const struct tw_store__rule *r = &s->rules[i];
+        if (r->len <= c->len && memcmp(r->prefix, c->name, r->len) == 0 &&
+            (!best || r->len > best->len))
+            best = r;
+    }
+    c->max_age_ms =
+        best && best->max_age_ms != TW_STORE_RETAIN_INHERIT ? best->max_age_ms : s->ret_max_age_ms;
+    c->max_count =
+        best && best->max_count != TW_STORE_RETAIN_INHERIT ? best->max_count : s->ret_max_count;
+}
+
+/* Adds channel `id` (the next one) to the table. */
+static int chan_add(tw_store *s, uint32_t id, const char *name, size_t len)
+{
+    struct tw_store__chan *c;
+
+    if (id != s->n_chans + 1) return TW_STORE_ECORRUPT; /* ids are dense */
+    if (s->n_chans == s->cap_chans) {
+        size_t cap = s->cap_chans ? s->cap_chans * 2 : 64;
+        void *p = realloc(s->chans, cap * sizeof(*s->chans));
+        if (!p) return TW_STORE_ENOMEM;
+        s->chans = p;
+        s->cap_chans = cap;
+    }
+    if (2 * (s->n_chans + 1) > s->chash_cap) {
+        int rc = chash_rebuild(s, s->n_chans + 1);
+        if (rc) return rc;
+    }
+    c = &s->chans[s->n_chans];
+    memset(c, 0, sizeof(*c));
+    c->name = malloc(len ? len : 1);
+    if (!c->name) return TW_STORE_ENOMEM;
+    memcpy(c->name, name, len);
+    c->len = len;
+    chan_policy(s, c);
+    s->n_chans++;
+    chash_put(s, id);
+    return 0;
+}
+
+/* Marks channel id as changed by the txn in progress, remembering its count first. */
+static int touch_chan(tw_store *s, uint32_t id)
+{
+    struct tw_store__chan *c = &s->chans[id - 1];
+
+    if (c->touched) return 0;
+    if (s->n_touched_chans == s->cap_touched_chans) {
+        size_t cap = s->cap_touched_chans ? s->cap_touched_chans * 2 : 256;
+        void *p = realloc(s->touched_chans, cap * sizeof(*s->touched_chans));
+        if (!p) return TW_STORE_ENOMEM;
+        s->touched_chans = p;
+        s->cap_touched_chans = cap;
+    }
+    c->saved_count = c->count;
+    c->touched = 1;
+    s->touched_chans[s->n_touched_chans++] = id;
+    return 0;
+}
+
 /* Looks the channel up, giving it the next id when new. Errors doom the txn. */
 static int resolve_chan(tw_store *s, MDB_txn *txn, const tw_store_append *a, uint32_t *id)
 {
@@ -160,13 +277,8 @@ static int resolve_chan(tw_store *s, MDB_txn *txn, const tw_store_append *a, uin
     MDB_val k = {a->channel_len, (void *)a->channel}, v;
     int rc;
 
-    rc = mdb_get(txn, s->dbi_chan, &k, &v);
-    if (rc == 0) {
-        if (v.mv_size != 4) return TW_STORE_ECORRUPT;
-        *id = tw_store__get_be32(v.mv_data);
-        return 0;
-    }
-    if (rc != MDB_NOTFOUND) return tw_store__map_err(rc);
+    *id = chan_find(s, a->channel, a->channel_len);
+    if (*id) return 0;
     if (s->next_chan == UINT32_MAX)
         return TW_STORE_EFULL; /* 4 billion channels: not a case worth a status of its own */
     tw_store__put_be32(buf, s->next_chan);
@@ -174,8 +286,160 @@ static int resolve_chan(tw_store *s, MDB_txn *txn, const tw_store_append *a, uin
     v.mv_data = buf;
     rc = mdb_put(txn, s->dbi_chan, &k, &v, MDB_NOOVERWRITE);
     if (rc) return tw_store__map_err(rc);
+    rc = chan_add(s, s->next_chan, a->channel, a->channel_len);
+    if (rc) return rc;
     *id = s->next_chan++;
     return 0;
+}
+
+static void put_count_key(unsigned char *key, char kind, uint32_t id)
+{
+    key[0] = (unsigned char)kind;
+    tw_store__put_be32(key + 1, id);
+}
+
+int tw_store__load_channels(tw_store *s, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    MDB_val k, v;
+    unsigned char key[TW_STORE__COUNT_KEY];
+    int rc, have_counts;
+
+    rc = chash_rebuild(s, s->next_chan > 1 ? s->next_chan - 1 : 1);
+    if (rc) return rc;
+    /* Names in id order: `chan` is keyed by name, so place each at its id. */
+    if (s->next_chan > 1) {
+        size_t n = s->next_chan - 1;
+        s->chans = calloc(n, sizeof(*s->chans));
+        if (!s->chans) return TW_STORE_ENOMEM;
+        s->cap_chans = n;
+    }
+    rc = mdb_cursor_open(txn, s->dbi_chan, &cur);
+    if (rc) return tw_store__map_err(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        uint32_t id;
+        struct tw_store__chan *c;
+
+        if (v.mv_size != 4 || k.mv_size == 0 || k.mv_size > TW_STORE_CHANNEL_MAX) break;
+        id = tw_store__get_be32(v.mv_data);
+        if (id == 0 || id >= s->next_chan || s->chans[id - 1].name) break;
+        c = &s->chans[id - 1];
+        c->name = malloc(k.mv_size);
+        if (!c->name) {
+            mdb_cursor_close(cur);
+            return TW_STORE_ENOMEM;
+        }
+        memcpy(c->name, k.mv_data, k.mv_size);
+        c->len = k.mv_size;
+        chan_policy(s, c);
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) return rc == 0 ? TW_STORE_ECORRUPT : tw_store__map_err(rc);
+    s->n_chans = s->next_chan - 1;
+    for (size_t i = 0; i < s->n_chans; i++)
+        if (!s->chans[i].name) return TW_STORE_ECORRUPT; /* a hole in the ids */
+    rc = chash_rebuild(s, s->n_chans);
+    if (rc) return rc;
+
+    k.mv_size = 6;
+    k.mv_data = "counts";
+    rc = mdb_get(txn, s->dbi_meta, &k, &v);
+    if (rc != 0 && rc != MDB_NOTFOUND) return tw_store__map_err(rc);
+    have_counts = rc == 0;
+    if (have_counts) {
+        /* Read the counts back. */
+        rc = mdb_cursor_open(txn, s->dbi_counts, &cur);
+        if (rc) return tw_store__map_err(rc);
+        for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+             rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+            const unsigned char *p = k.mv_data;
+            uint64_t n;
+            uint32_t id;
+
+            if (v.mv_size != 8) break;
+            n = tw_store__get_be64(v.mv_data);
+            if (k.mv_size == 1 && p[0] == 'b') {
+                s->kept_bytes = n;
+                continue;
+            }
+            if (k.mv_size != TW_STORE__COUNT_KEY) break;
+            id = tw_store__get_be32(p + 1);
+            if (p[0] == 'c' && id >= 1 && id <= s->n_chans)
+                s->chans[id - 1].count = n;
+            else if (p[0] == 'o' && id >= 1 && id <= s->n_origins)
+                s->origins[id - 1].kept = n;
+            else
+                break;
+        }
+        mdb_cursor_close(cur);
+        if (rc != MDB_NOTFOUND) return rc == 0 ? TW_STORE_ECORRUPT : tw_store__map_err(rc);
+        return 0;
+    }
+
+    /* A directory from before the counts: count the log once, and write them. */
+    rc = mdb_cursor_open(txn, s->dbi_log, &cur);
+    if (rc) return tw_store__map_err(rc);
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        struct tw_store__rec rec;
+
+        if (tw_store__decode(&v, &rec) != 0 || rec.chan_id == 0 || rec.chan_id > s->n_chans ||
+            rec.origin_idx == 0 || rec.origin_idx > s->n_origins)
+            break;
+        s->chans[rec.chan_id - 1].count++;
+        s->origins[rec.origin_idx - 1].kept++;
+        s->kept_bytes += rec.channel_len + rec.data_len;
+    }
+    mdb_cursor_close(cur);
+    if (rc != MDB_NOTFOUND) return rc == 0 ? TW_STORE_ECORRUPT : tw_store__map_err(rc);
+    for (size_t i = 0; i < s->n_chans; i++) {
+        put_count_key(key, 'c', (uint32_t)(i + 1));
+        unsigned char val[8];
+        tw_store__put_be64(val, s->chans[i].count);
+        k.mv_size = sizeof(key);
+        k.mv_data = key;
+        v.mv_size = 8;
+        v.mv_data = val;
+        if ((rc = mdb_put(txn, s->dbi_counts, &k, &v, 0)) != 0) return tw_store__map_err(rc);
+    }
+    for (size_t i = 0; i < s->n_origins; i++) {
+        unsigned char val[8];
+        put_count_key(key, 'o', (uint32_t)(i + 1));
+        tw_store__put_be64(val, s->origins[i].kept);
+        k.mv_size = sizeof(key);
+        k.mv_data = key;
+        v.mv_size = 8;
+        v.mv_data = val;
+        if ((rc = mdb_put(txn, s->dbi_counts, &k, &v, 0)) != 0) return tw_store__map_err(rc);
+    }
+    {
+        unsigned char val[8], one = 1;
+        tw_store__put_be64(val, s->kept_bytes);
+        k.mv_size = 1;
+        k.mv_data = "b";
+        v.mv_size = 8;
+        v.mv_data = val;
+        if ((rc = mdb_put(txn, s->dbi_counts, &k, &v, 0)) != 0) return tw_store__map_err(rc);
+        k.mv_size = 6;
+        k.mv_data = "counts";
+        v.mv_size = 1;
+        v.mv_data = &one;
+        if ((rc = mdb_put(txn, s->dbi_meta, &k, &v, 0)) != 0) return tw_store__map_err(rc);
+    }
+    return 0;
+}
+
+void tw_store__free_channels(tw_store *s)
+{
+    for (size_t i = 0; i < s->n_chans; i++)
+        free(s->chans[i].name);
+    free(s->chans);
+    free(s->chash);
+    free(s->touched_chans);
+    for (size_t i = 0; i < s->nrules; i++)
+        free(s->rules[i].prefix);
+    free(s->rules);
 }
 
 /*
@@ -282,9 +546,22 @@ static int append_one(tw_store *s, MDB_txn *txn, const tw_store_append *a,
     rc = mdb_put(txn, s->dbi_oidx, &k, &v, MDB_NOOVERWRITE);
     if (rc) return tw_store__map_err(rc);
 
+    rc = touch_chan(s, chan_id);
+    if (rc) return rc;
+    {
+        struct tw_store__chan *c = &s->chans[chan_id - 1];
+        /* Keep the oldest-event hint right: it may only err on the old side (0: unknown). */
+        if (c->count == 0)
+            c->oldest_ts_ms = ts;
+        else if (c->oldest_ts_ms && ts < c->oldest_ts_ms)
+            c->oldest_ts_ms = ts;
+        c->count++;
+    }
     touch(s, oi);
     s->origins[oi].last_seq = seq;
+    s->origins[oi].kept++;
     if (s->origins[oi].first_seq == 0) s->origins[oi].first_seq = seq;
+    s->kept_bytes += a->channel_len + a->data_len;
     s->last_lsn = lsn;
 
     slot->status = 0;
@@ -294,13 +571,32 @@ static int append_one(tw_store *s, MDB_txn *txn, const tw_store_append *a,
     return 0;
 }
 
-/* Writes the rows summarising the batch: each touched origin once, and the counters. */
+static int put_count(tw_store *s, MDB_txn *txn, char kind, uint32_t id, uint64_t n)
+{
+    unsigned char key[TW_STORE__COUNT_KEY], val[8];
+    MDB_val k = {kind == 'b' ? 1 : sizeof(key), key}, v = {8, val};
+
+    put_count_key(key, kind, id);
+    tw_store__put_be64(val, n);
+    return tw_store__map_err(mdb_put(txn, s->dbi_counts, &k, &v, 0));
+}
+
+/* Writes the rows summarising a txn (append or trim): each touched origin and channel
+ * once, the kept counts, and the counters. */
 static int put_summary(tw_store *s, MDB_txn *txn, uint32_t chan_before)
 {
     unsigned char row[TW_STORE__ORIGIN_ROW];
     MDB_val k, v;
     size_t t;
     int rc;
+
+    for (t = 0; t < s->n_touched_chans; t++) {
+        uint32_t id = s->touched_chans[t];
+        rc = put_count(s, txn, 'c', id, s->chans[id - 1].count);
+        if (rc) return rc;
+    }
+    rc = put_count(s, txn, 'b', 0, s->kept_bytes);
+    if (rc) return rc;
 
     for (t = 0; t < s->n_touched; t++) {
         size_t i = s->touched[t];
@@ -315,6 +611,8 @@ static int put_summary(tw_store *s, MDB_txn *txn, uint32_t chan_before)
         v.mv_data = row;
         rc = mdb_put(txn, s->dbi_origins, &k, &v, 0);
         if (rc) return tw_store__map_err(rc);
+        rc = put_count(s, txn, 'o', (uint32_t)(i + 1), o->kept);
+        if (rc) return rc;
     }
 
     tw_store__put_be64(row, s->last_lsn);
@@ -344,10 +642,14 @@ static void keep_touched(tw_store *s)
     for (t = 0; t < s->n_touched; t++)
         s->origins[s->touched[t]].touched = 0;
     s->n_touched = 0;
+    for (t = 0; t < s->n_touched_chans; t++)
+        s->chans[s->touched_chans[t] - 1].touched = 0;
+    s->n_touched_chans = 0;
 }
 
-/* Puts the counters back as they were before a batch whose txn did not commit. */
-static void rollback(tw_store *s, size_t n_origins, uint64_t last_lsn, uint32_t next_chan)
+/* Puts the counters back as they were before a txn (append or trim) that did not commit. */
+static void rollback(tw_store *s, size_t n_origins, uint64_t last_lsn, uint32_t next_chan,
+                     uint64_t kept_bytes)
 {
     size_t t;
 
@@ -355,9 +657,28 @@ static void rollback(tw_store *s, size_t n_origins, uint64_t last_lsn, uint32_t 
         struct tw_store__origin *o = &s->origins[s->touched[t]];
         o->first_seq = o->saved_first_seq;
         o->last_seq = o->saved_last_seq;
+        o->kept = o->saved_kept;
+        o->first_gone = 0;
         o->touched = 0;
     }
     s->n_touched = 0;
+    for (t = 0; t < s->n_touched_chans; t++) {
+        struct tw_store__chan *c = &s->chans[s->touched_chans[t] - 1];
+        c->count = c->saved_count;
+        c->oldest_ts_ms = 0; /* the txn may have moved it: unknown until looked at */
+        c->touched = 0;
+    }
+    s->n_touched_chans = 0;
+    s->kept_bytes = kept_bytes;
+    /* Channels first seen in the txn are forgotten; their ids will be handed out again. */
+    if (s->n_chans > (size_t)next_chan - 1) {
+        while (s->n_chans > (size_t)next_chan - 1)
+            free(s->chans[--s->n_chans].name);
+        /* Re-hash in place: the table only shrank, so this needs no memory. */
+        memset(s->chash, 0, s->chash_cap * sizeof(*s->chash));
+        for (size_t id = 1; id <= s->n_chans; id++)
+            chash_put(s, (uint32_t)id);
+    }
     /* Origins first seen in the batch are dropped; their idx will be handed out again. */
     s->n_origins = n_origins;
     s->last_lsn = last_lsn;
@@ -381,6 +702,8 @@ static void record_commit(tw_store *s, uint64_t us, uint64_t events, uint64_t by
     s->st.commit_us_total += us;
     if (us > s->st.commit_us_max) s->st.commit_us_max = us;
     s->st.commit_us_buckets[b]++;
+    s->st.kept_bytes = s->kept_bytes;
+    s->st.kept_events += events;
     pthread_mutex_unlock(&s->st_mu);
 }
 
@@ -415,11 +738,15 @@ static int ensure_slots(tw_store *s, size_t count)
 }
 
 /* Writes and commits one batch, then sets every request's status (and seq/lsn/ts_ms). */
-static void write_batch(tw_store *s, tw_store_append *batch, size_t count)
+/* One attempt at a batch: 0 when it committed (or every request was refused) and the
+ * requests carry their outcome; else a code, with the counters rolled back and the
+ * requests untouched, so the caller may grow the map and try again. */
+static int try_batch(tw_store *s, tw_store_append *batch, size_t count)
 {
     const size_t n_origins = s->n_origins;
     const uint64_t last_lsn = s->last_lsn;
     const uint32_t next_chan = s->next_chan;
+    const uint64_t kept_bytes = s->kept_bytes;
     uint64_t t0, events = 0, bytes = 0;
     int64_t now_ms = 0;
     tw_store_append *a;
@@ -428,7 +755,7 @@ static void write_batch(tw_store *s, tw_store_append *batch, size_t count)
     int rc;
 
     rc = ensure_slots(s, count);
-    if (rc) goto out_fail;
+    if (rc) return rc;
 
     t0 = mono_us();
     rc = mdb_txn_begin(s->env, NULL, 0, &txn);
@@ -451,7 +778,7 @@ static void write_batch(tw_store *s, tw_store_append *batch, size_t count)
     if (events == 0) {
         /* Every request was refused: nothing to make durable. */
         mdb_txn_abort(txn);
-        rollback(s, n_origins, last_lsn, next_chan);
+        rollback(s, n_origins, last_lsn, next_chan, kept_bytes);
         goto out_deliver;
     }
     rc = put_summary(s, txn, next_chan);
@@ -477,50 +804,467 @@ out_deliver:
             a->lsn = 0;
         }
     }
-    return;
+    return 0;
 
 out_abort_txn:
     mdb_txn_abort(txn);
 out_fail:
-    rollback(s, n_origins, last_lsn, next_chan);
-    record_failure(s);
-    fail_batch(batch, rc);
+    rollback(s, n_origins, last_lsn, next_chan, kept_bytes);
+    return rc;
 }
 
+/* Sets the map size (LMDB rounds it up to what the file holds). LMDB remaps the file, so
+ * no txn may be open anywhere in the process: the writer has none (it calls this between
+ * txns), and the exclusive map lock waits for every read call in progress to end (readers
+ * hold it shared from renew to reset, never across a network wait). */
+static int set_map(tw_store *s, uint64_t want)
+{
+    MDB_envinfo info;
+    int rc;
+
+    pthread_rwlock_wrlock(&s->map_lock);
+    rc = mdb_env_set_mapsize(s->env, want);
+    pthread_rwlock_unlock(&s->map_lock);
+    if (rc) return tw_store__map_err(rc);
+    mdb_env_info(s->env, &info);
+    s->map_size = info.me_mapsize;
+    pthread_mutex_lock(&s->st_mu);
+    s->st.map_size = s->map_size;
+    pthread_mutex_unlock(&s->st_mu);
+    return 0;
+}
+
+/* Grows the map (doubling, up to map_soft) after an append txn found it full. Returns 0
+ * when it grew, TW_STORE_EFULL when appends may not have more. */
+static int grow_map(tw_store *s)
+{
+    uint64_t want;
+    int rc;
+
+    if (s->map_size >= s->map_soft) return TW_STORE_EFULL;
+    want = s->map_size > s->map_soft / 2 ? s->map_soft : s->map_size * 2;
+    rc = set_map(s, want);
+    if (rc) return rc;
+    pthread_mutex_lock(&s->st_mu);
+    s->st.map_grows++;
+    pthread_mutex_unlock(&s->st_mu);
+    return 0;
+}
+
+/* Writes and commits one batch (growing the map as needed), then sets every request's
+ * status (and seq/lsn/ts_ms). */
+static void write_batch(tw_store *s, tw_store_append *batch, size_t count)
+{
+    int rc;
+
+    while ((rc = try_batch(s, batch, count)) == TW_STORE__EMAPFULL && grow_map(s) == 0)
+        ;
+    s->map_full = rc == TW_STORE__EMAPFULL;
+    if (rc) {
+        record_failure(s);
+        fail_batch(batch, tw_store__public_err(rc));
+    }
+}
+
+/* ---- Retention ---------------------------------------------------------------------- */
+
+/*
+ * LMDB hands out the pages a txn freed only from the second txn after it on (the newest
+ * committed txn is never reclaimed). With the map at its maximum, appends fail and commit
+ * nothing, so after a trim frees space one small commit must follow, or the space would
+ * stay out of reach until some other txn commits. Rewriting the last_lsn row suffices.
+ */
+static void advance_txn(tw_store *s)
+{
+    unsigned char row[8];
+    MDB_val k = {8, "last_lsn"}, v = {8, row};
+    MDB_txn *txn;
+
+    if (mdb_txn_begin(s->env, NULL, 0, &txn) != 0) return;
+    tw_store__put_be64(row, s->last_lsn);
+    if (mdb_put(txn, s->dbi_meta, &k, &v, 0) != 0) {
+        mdb_txn_abort(txn);
+        return;
+    }
+    if (mdb_txn_commit(txn) == 0) s->map_full = 0;
+}
+
+/* Channels a pass looks at, at most: a pass stays bounded with millions of channels. */
+#define TRIM_SCAN_CHANNELS 4096
+
+struct trim_ctx {
+    MDB_txn *txn;
+    MDB_cursor *c_log;
+    MDB_cursor *c_chidx;
+    size_t deleted;
+    size_t budget;
+};
+
+/* Raises the channel's trimmed-seq mark for origin idx to seq (chtrim). */
+static int mark_trimmed(tw_store *s, MDB_txn *txn, uint32_t chan_id, uint32_t idx, uint64_t seq)
+{
+    unsigned char key[TW_STORE__CHTRIM_KEY], val[8];
+    MDB_val k = {sizeof(key), key}, v;
+    int rc;
+
+    tw_store__put_be32(key, chan_id);
+    tw_store__put_be32(key + 4, idx);
+    rc = mdb_get(txn, s->dbi_chtrim, &k, &v);
+    if (rc == 0 && v.mv_size == 8 && tw_store__get_be64(v.mv_data) >= seq) return 0;
+    if (rc != 0 && rc != MDB_NOTFOUND) return tw_store__map_err(rc);
+    tw_store__put_be64(val, seq);
+    v.mv_size = 8;
+    v.mv_data = val;
+    return tw_store__map_err(mdb_put(txn, s->dbi_chtrim, &k, &v, 0));
+}
+
+/*
+ * Deletes one event from the three databases that hold it and updates the counters. The
+ * log row is deleted by the caller when it is positioned on it (c_log), else here by key.
+ */
+static int delete_event(tw_store *s, struct trim_ctx *t, uint64_t lsn, uint32_t chan_id,
+                        uint32_t idx, uint64_t seq, size_t bytes, int log_deleted)
+{
+    unsigned char key[TW_STORE__CHIDX_KEY], lsn_be[8];
+    MDB_val k;
+    struct tw_store__origin *o;
+    int rc;
+
+    if (chan_id == 0 || chan_id > s->n_chans || idx == 0 || idx > s->n_origins)
+        return TW_STORE_ECORRUPT;
+    if (!log_deleted) {
+        tw_store__put_be64(lsn_be, lsn);
+        k.mv_size = 8;
+        k.mv_data = lsn_be;
+        rc = mdb_del(t->txn, s->dbi_log, &k, NULL);
+        if (rc) return tw_store__map_err(rc);
+    }
+    tw_store__put_be32(key, chan_id);
+    tw_store__put_be64(key + 4, lsn);
+    k.mv_size = TW_STORE__CHIDX_KEY;
+    k.mv_data = key;
+    rc = mdb_del(t->txn, s->dbi_chidx, &k, NULL);
+    if (rc) return tw_store__map_err(rc);
+    tw_store__put_be32(key, idx);
+    tw_store__put_be64(key + 4, seq);
+    k.mv_size = TW_STORE__OIDX_KEY;
+    rc = mdb_del(t->txn, s->dbi_oidx, &k, NULL);
+    if (rc) return tw_store__map_err(rc);
+    rc = mark_trimmed(s, t->txn, chan_id, idx, seq);
+    if (rc == 0) rc = mark_trimmed(s, t->txn, chan_id, 0, lsn); /* the channel's newest lsn */
+    if (rc) return rc;
+
+    rc = touch_chan(s, chan_id);
+    if (rc) return rc;
+    s->chans[chan_id - 1].count--;
+    touch(s, idx - 1);
+    o = &s->origins[idx - 1];
+    o->kept--;
+    if (seq == o->first_seq) o->first_gone = 1;
+    s->kept_bytes -= bytes < s->kept_bytes ? bytes : s->kept_bytes;
+    t->deleted++;
+    return 0;
+}
+
+/* The whole log over max_bytes: delete its oldest events, whatever their channel. */
+static int trim_bytes(tw_store *s, struct trim_ctx *t)
+{
+    while (s->kept_bytes > s->ret_max_bytes && t->deleted < t->budget) {
+        struct tw_store__rec rec;
+        MDB_val k, v;
+        int rc = mdb_cursor_get(t->c_log, &k, &v, MDB_FIRST);
+
+        if (rc == MDB_NOTFOUND) break;
+        if (rc) return tw_store__map_err(rc);
+        if (k.mv_size != 8 || tw_store__decode(&v, &rec) != 0) return TW_STORE_ECORRUPT;
+        uint64_t lsn = tw_store__get_be64(k.mv_data);
+        rc = mdb_cursor_del(t->c_log, 0);
+        if (rc) return tw_store__map_err(rc);
+        rc = delete_event(s, t, lsn, rec.chan_id, rec.origin_idx, rec.seq,
+                          rec.channel_len + rec.data_len, 1);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* One channel over its count or age limit: delete its oldest events. Returns 1 in *done
+ * when the channel is within its limits (or the budget ran out: 0). */
+static int trim_channel(tw_store *s, struct trim_ctx *t, uint32_t id, int64_t now_ms, int *done)
+{
+    struct tw_store__chan *c = &s->chans[id - 1];
+    unsigned char key[TW_STORE__CHIDX_KEY];
+
+    *done = 0;
+    /* The oldest event's time, when known, answers the age question without a read. */
+    if (c->max_age_ms > 0 && c->oldest_ts_ms && c->oldest_ts_ms >= now_ms - c->max_age_ms &&
+        !(c->max_count > 0 && c->count > (uint64_t)c->max_count)) {
+        *done = 1;
+        return 0;
+    }
+    while (t->deleted < t->budget) {
+        MDB_val k = {sizeof(key), key}, v, lk, lv;
+        struct tw_store__rec rec;
+        int over_count = c->max_count > 0 && c->count > (uint64_t)c->max_count;
+        int rc;
+
+        if (c->count == 0 || (!over_count && c->max_age_ms <= 0)) {
+            *done = 1;
+            return 0;
+        }
+        tw_store__put_be32(key, id);
+        tw_store__put_be64(key + 4, 0);
+        rc = mdb_cursor_get(t->c_chidx, &k, &v, MDB_SET_RANGE);
+        if (rc == MDB_NOTFOUND) {
+            *done = 1;
+            return 0;
+        }
+        if (rc) return tw_store__map_err(rc);
+        if (k.mv_size != TW_STORE__CHIDX_KEY || v.mv_size != TW_STORE__CHIDX_VAL)
+            return TW_STORE_ECORRUPT;
+        if (tw_store__get_be32(k.mv_data) != id) {
+            *done = 1; /* counted but absent: nothing more to delete */
+            return 0;
+        }
+        lk.mv_size = 8;
+        lk.mv_data = (unsigned char *)k.mv_data + 4;
+        rc = mdb_get(t->txn, s->dbi_log, &lk, &lv);
+        if (rc) return rc == MDB_NOTFOUND ? TW_STORE_ECORRUPT : tw_store__map_err(rc);
+        if (tw_store__decode(&lv, &rec) != 0) return TW_STORE_ECORRUPT;
+        if (!over_count && rec.ts_ms >= now_ms - c->max_age_ms) {
+            c->oldest_ts_ms = rec.ts_ms;
+            *done = 1; /* the oldest is young enough: so are the rest */
+            return 0;
+        }
+        c->oldest_ts_ms = 0; /* about to go: unknown until the next look */
+        uint64_t lsn = tw_store__get_be64(lk.mv_data);
+        uint32_t idx = tw_store__get_be32(v.mv_data);
+        uint64_t seq = tw_store__get_be64((unsigned char *)v.mv_data + 4);
+        rc = delete_event(s, t, lsn, id, idx, seq, rec.channel_len + rec.data_len, 0);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+/* Before commit: origins whose oldest kept seq was deleted find their new oldest. */
+static int fix_first_seqs(tw_store *s, MDB_txn *txn)
+{
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, s->dbi_oidx, &cur);
+
+    if (rc) return tw_store__map_err(rc);
+    for (size_t t = 0; t < s->n_touched && rc == 0; t++) {
+        size_t i = s->touched[t];
+        struct tw_store__origin *o = &s->origins[i];
+        unsigned char key[TW_STORE__OIDX_KEY];
+        MDB_val k = {sizeof(key), key}, v;
+
+        if (!o->first_gone) continue;
+        o->first_gone = 0;
+        tw_store__put_be32(key, (uint32_t)(i + 1));
+        tw_store__put_be64(key + 4, o->first_seq);
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc == 0 && k.mv_size == TW_STORE__OIDX_KEY &&
+            tw_store__get_be32(k.mv_data) == (uint32_t)(i + 1)) {
+            o->first_seq = tw_store__get_be64((unsigned char *)k.mv_data + 4);
+        } else if (rc == 0 || rc == MDB_NOTFOUND) {
+            o->first_seq = 0; /* nothing of this origin is kept */
+            rc = 0;
+        }
+    }
+    mdb_cursor_close(cur);
+    return tw_store__map_err(rc);
+}
+
+static void record_trim(tw_store *s, size_t deleted, int ok)
+{
+    pthread_mutex_lock(&s->st_mu);
+    s->st.trim_passes++;
+    if (ok) {
+        s->st.trimmed_events += deleted;
+        s->st.trim_commits++;
+    } else {
+        s->st.trim_failures++;
+    }
+    s->st.kept_bytes = s->kept_bytes;
+    uint64_t kept = 0;
+    for (size_t i = 0; i < s->n_origins; i++)
+        kept += s->origins[i].kept;
+    s->st.kept_events = kept;
+    pthread_mutex_unlock(&s->st_mu);
+}
+
+/*
+ * One trim transaction: at most trim_batch deletions, oldest first (the whole log over
+ * max_bytes, then channels over their count or age, round-robin from where the last pass
+ * stopped). Sets *more when it stopped on its budget with work left. A txn that fails
+ * leaves everything as it was (rollback) and is tried again on the next pass.
+ */
+static void trim_pass(tw_store *s, int new_round, int *more)
+{
+    const size_t n_origins = s->n_origins;
+    const uint64_t last_lsn = s->last_lsn, kept_bytes = s->kept_bytes;
+    const uint32_t next_chan = s->next_chan;
+    struct trim_ctx t = {.budget = s->trim_batch_now ? s->trim_batch_now : s->trim_batch};
+    int64_t now = realtime_ms();
+    size_t scanned = 0;
+    int rc;
+
+    *more = 0;
+    /* A round looks at every channel once; it may take several passes (TRIM_SCAN_CHANNELS
+     * each), back to back, then the writer waits for the next interval. */
+    if (new_round) s->trim_round_left = s->n_chans;
+    rc = mdb_txn_begin(s->env, NULL, 0, &t.txn);
+    if (rc) {
+        rc = tw_store__map_err(rc);
+        goto out_fail;
+    }
+    if ((rc = mdb_cursor_open(t.txn, s->dbi_log, &t.c_log)) != 0 ||
+        (rc = mdb_cursor_open(t.txn, s->dbi_chidx, &t.c_chidx)) != 0) {
+        rc = tw_store__map_err(rc);
+        goto out_abort_txn;
+    }
+    if (s->ret_max_bytes) {
+        rc = trim_bytes(s, &t);
+        if (rc) goto out_abort_txn;
+    }
+    while (t.deleted < t.budget && scanned < s->trim_round_left && scanned < TRIM_SCAN_CHANNELS) {
+        uint32_t id = s->trim_next_chan;
+        int done;
+
+        if (id == 0 || id > s->n_chans) id = 1;
+        rc = trim_channel(s, &t, id, now, &done);
+        if (rc) goto out_abort_txn;
+        if (!done) break; /* out of budget: this channel first next time */
+        s->trim_next_chan = id + 1;
+        scanned++;
+    }
+    s->trim_round_left -= scanned;
+    *more = t.deleted >= t.budget || s->trim_round_left > 0;
+    if (t.deleted == 0) {
+        mdb_txn_abort(t.txn); /* also closes the cursors */
+        pthread_mutex_lock(&s->st_mu);
+        s->st.trim_passes++;
+        pthread_mutex_unlock(&s->st_mu);
+        return;
+    }
+    rc = fix_first_seqs(s, t.txn);
+    if (rc == 0) rc = put_summary(s, t.txn, next_chan);
+    if (rc) goto out_abort_txn;
+    rc = mdb_txn_commit(t.txn);
+    if (rc) {
+        rc = tw_store__map_err(rc);
+        goto out_fail;
+    }
+    keep_touched(s);
+    record_trim(s, t.deleted, 1);
+    if (t.budget < s->trim_batch) s->trim_batch_now = t.budget * 2;
+    if (s->map_size > s->map_soft) set_map(s, s->map_soft); /* close the reserve again */
+    if (s->map_full) advance_txn(s);
+    return;
+
+out_abort_txn:
+    mdb_txn_abort(t.txn);
+out_fail:
+    rollback(s, n_origins, last_lsn, next_chan, kept_bytes);
+    record_trim(s, 0, 0);
+    /* Deleting needs free pages too (copy on write, a page per leaf touched): with the map
+     * full, open the reserve above map_soft, then try smaller batches, down to one event.
+     * Otherwise wait for the next interval rather than spin on a failing txn. */
+    *more = 0;
+    if (rc == TW_STORE__EMAPFULL) {
+        if (s->map_size < s->map_max && set_map(s, s->map_max) == 0) {
+            *more = 1;
+        } else if (t.budget > 1) {
+            s->trim_batch_now = (unsigned)(t.budget / 2);
+            *more = 1;
+        }
+    }
+}
+
+void tw_store_trim_now(tw_store *s)
+{
+    if (!s) return;
+    pthread_mutex_lock(&s->q_mu);
+    s->trim_kick = 1;
+    pthread_cond_signal(&s->q_cv);
+    pthread_mutex_unlock(&s->q_mu);
+}
+
+static void deadline_ts(struct timespec *ts, uint64_t ms_from_now)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms_from_now / 1000);
+    ts->tv_nsec += (long)(ms_from_now % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+/*
+ * The writer: each round takes what is queued (one append txn), then, when retention is
+ * on and a pass is due, runs one bounded trim txn. Appends therefore never wait behind
+ * more than one trim txn, and a backlog of trimming is worked off between batches.
+ */
 void *tw_store__writer_main(void *arg)
 {
     tw_store *s = arg;
+    uint64_t next_trim_us = mono_us() + (uint64_t)s->trim_interval_ms * 1000u;
+    int trim_more = 0, trim_kicked = 0;
 
     for (;;) {
-        tw_store_append *head, *tail;
-        size_t bytes, count;
+        tw_store_append *head = NULL, *tail;
+        size_t bytes = 0, count = 0;
+        int trim_due;
 
         pthread_mutex_lock(&s->q_mu);
-        while (!s->q_head && !s->closing)
-            pthread_cond_wait(&s->q_cv, &s->q_mu);
-        if (!s->q_head) {
+        for (;;) {
+            trim_due = s->retention_on && !s->closing &&
+                       (s->trim_kick || trim_more || mono_us() >= next_trim_us);
+            if (s->q_head || s->closing || trim_due) break;
+            if (s->retention_on) {
+                struct timespec ts;
+                uint64_t now = mono_us();
+                deadline_ts(&ts, next_trim_us > now ? (next_trim_us - now) / 1000 + 1 : 0);
+                pthread_cond_timedwait(&s->q_cv, &s->q_mu, &ts);
+            } else {
+                pthread_cond_wait(&s->q_cv, &s->q_mu);
+            }
+        }
+        if (!s->q_head && s->closing) {
             /* Closing and drained: everything submitted has been reported. */
             pthread_mutex_unlock(&s->q_mu);
             break;
         }
-        /* Take whole requests up to max_batch_bytes, at least one, keeping FIFO order. */
-        head = tail = s->q_head;
-        bytes = req_cost(head);
-        count = 1;
-        while (tail->next && bytes <= s->max_batch_bytes &&
-               req_cost(tail->next) <= s->max_batch_bytes - bytes) {
-            tail = tail->next;
-            bytes += req_cost(tail);
-            count++;
+        trim_kicked = s->trim_kick;
+        s->trim_kick = 0;
+        if (s->q_head) {
+            /* Take whole requests up to max_batch_bytes, at least one, keeping FIFO order. */
+            head = tail = s->q_head;
+            bytes = req_cost(head);
+            count = 1;
+            while (tail->next && bytes <= s->max_batch_bytes &&
+                   req_cost(tail->next) <= s->max_batch_bytes - bytes) {
+                tail = tail->next;
+                bytes += req_cost(tail);
+                count++;
+            }
+            s->q_head = tail->next;
+            if (!s->q_head) s->q_tail = NULL;
+            tail->next = NULL;
+            s->q_bytes -= bytes;
         }
-        s->q_head = tail->next;
-        if (!s->q_head) s->q_tail = NULL;
-        tail->next = NULL;
-        s->q_bytes -= bytes;
         pthread_mutex_unlock(&s->q_mu);
 
-        write_batch(s, head, count);
-        s->on_commit(s->cb_arg, head);
+        if (head) {
+            write_batch(s, head, count);
+            s->on_commit(s->cb_arg, head);
+        }
+        if (trim_due) {
+            /* A kick or the interval starts a new round; `more` continues the current. */
+            trim_pass(s, trim_kicked || !trim_more, &trim_more);
+            next_trim_us = mono_us() + (uint64_t)s->trim_interval_ms * 1000u;
+        }
     }
     return NULL;
 }

@@ -79,6 +79,32 @@ run "fanout 1000 subs @1k/s"   fanout --subs 1000 --rate 1000  --size 100
 run "fanout 1000 subs max"     fanout --subs 1000 --rate 0     --size 100
 run "publish 1 in flight"      publish --inflight 1  --conns 1 --size 100
 run "publish 64 in flight"     publish --inflight 64 --conns 8 --size 100
+# Issue 3: enough in flight for group commit to reach the disk's limit.
+run "publish 1024 in flight"   publish --inflight 1024 --conns 64 --size 100
+run "publish 4096 in flight"   publish --inflight 4096 --conns 64 --size 100
+
+# The log alone, no network (tests/bench/store_bench.c): K appends in flight against the
+# writer thread, 100-byte events, fsync on; each resubmitted when its commit is reported.
+store_run() {
+    local name=$1; shift
+    for r in $(seq "$repeats"); do
+        rm -rf "$work/sdata"
+        local line
+        line=$("${pin_node[@]}" "$root/build/tests/store_bench" --dir "$work/sdata" "$@" \
+               --duration "$secs" | tail -n 1)
+        echo "{\"case\":\"$name\",\"run\":$r,\"result\":$line}" >>"$results"
+        echo "  $name run $r: done" >&2
+    done
+    rm -rf "$work/sdata"
+}
+store_run "store 1 in flight"      --inflight 1    --size 100
+store_run "store 64 in flight"     --inflight 64   --size 100
+store_run "store 1024 in flight"   --inflight 1024 --size 100
+store_run "store 4096 in flight"   --inflight 4096 --size 100
+# Reads: replay of a 1 M-event channel, and a 1,000-event resume with 2 M other events in
+# the log (its cost must not depend on them; store_bench --noise 10000000 for the 10 M case).
+store_run "store replay, resume (empty log)"     --replay 1000000 --noise 0
+store_run "store replay, resume (2 M other events)" --replay 1000 --noise 2000000
 
 /usr/bin/python3 "$root/tests/bench/table.py" "$results"
 echo "raw results: $results" >&2

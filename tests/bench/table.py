@@ -25,8 +25,18 @@ for name, runs in cases.items():
     if name == "fsync":
         print(f"| disk fsync (4 KiB write + fsync, 1 thread) | {fmt([r['fsyncs_per_s'] for r in runs])} fsyncs/s | | | | |")
         continue
+    if runs[0].get("bench") == "store-replay":
+        res = [r["resume_1000_us"] for r in runs]
+        print(f"| {name} | {fmt([r['replay_events_per_s'] for r in runs], ' replayed events/s')} | "
+              f"resume {fmt([x['p50'] / 1000 for x in res], ' ms', 3)} | "
+              f"{fmt([x['p99'] / 1000 for x in res], ' ms', 3)} | | 0 |")
+        continue
     lat = [r["latency_ms"] for r in runs]
-    if "deliveries_per_s" in runs[0]:
+    if runs[0].get("bench") == "store":
+        thr = fmt([r["events_per_s"] for r in runs], " events/s") + \
+            f", {fmt([r['events_per_commit'] for r in runs], '', 0)} per commit"
+        bad = sum(r["errors"] for r in runs)
+    elif "deliveries_per_s" in runs[0]:
         thr = fmt([r["deliveries_per_s"] for r in runs], " deliveries/s")
         bad = sum(r["loss"] + r["duplicates"] + r["out_of_order"] for r in runs)
     else:

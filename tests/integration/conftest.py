@@ -248,3 +248,148 @@ def seq_of(pos):
 
 def origin_of(pos):
     return pos.rsplit(":", 1)[0]
+
+
+# ---- Security tests (issue 5): tokens, keys, and a check that no log line holds them ------
+
+import base64
+import hashlib
+import hmac as _hmac
+
+
+def b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class Secrets:
+    """Every token, key and marked payload a test hands to a node. Each node made by
+    `secure_node_factory` is checked at teardown: its whole log must hold none of them (the
+    node runs with --log-level debug, so every line it could write is in the log). The
+    registry is also written to TW_TEST_TMP, so test_secrets.py can sweep every node log of
+    the suite for every secret any test used."""
+
+    def __init__(self):
+        self.values = set()
+        d = os.path.join(TMP if os.path.isdir(TMP) else tempfile.gettempdir(), "tw-secrets")
+        os.makedirs(d, exist_ok=True)
+        self.file = os.path.join(d, f"{os.getpid()}-{id(self)}.txt")
+
+    def add(self, value):
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        value = value.strip()
+        if len(value) >= 12:  # short strings would match innocent text
+            self.values.add(value)
+            with open(self.file, "a") as f:
+                f.write(value.replace("\n", "\\n") + "\n")
+        return value
+
+    def leaks(self, text):
+        found = []
+        for v in self.values:
+            # The whole value, and for long ones (tokens, keys) any 24-byte piece of it: a
+            # log that printed half a token or one line of a PEM still leaked it.
+            if v in text:
+                found.append(v[:16] + "...")
+                continue
+            for line in v.split("\n"):
+                for i in range(0, max(0, len(line) - 24) + 1, 12):
+                    piece = line[i:i + 24]
+                    if len(piece) == 24 and piece in text:
+                        found.append(piece[:16] + "...")
+                        break
+        return found
+
+
+class Keys:
+    """Key files for a node (HS256 secret, RS256 PEM made with the openssl CLI) and tokens
+    signed with them."""
+
+    def __init__(self, secrets, directory):
+        self.secrets = secrets
+        self.dir = directory
+        self.hs_secret = secrets.add(b64url(os.urandom(32)))
+        self.hs_file = os.path.join(directory, "hs.secret")
+        with open(self.hs_file, "w") as f:
+            f.write(self.hs_secret + "\n")
+        self._rsa = None
+
+    def rsa(self):
+        if self._rsa is None:
+            priv = os.path.join(self.dir, "rsa.key")
+            pub = os.path.join(self.dir, "rsa.pub")
+            subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt",
+                            "rsa_keygen_bits:2048", "-out", priv], check=True, capture_output=True)
+            subprocess.run(["openssl", "pkey", "-in", priv, "-pubout", "-out", pub], check=True,
+                           capture_output=True)
+            with open(priv) as f:
+                self.secrets.add(f.read())
+            self._rsa = (priv, pub)
+        return self._rsa
+
+    def args(self, rsa=False):
+        a = ["--jwt-key", f"kid=hs alg=HS256 secret-file={self.hs_file}"]
+        if rsa:
+            a += ["--jwt-key", f"kid=rs alg=RS256 public-key-file={self.rsa()[1]}"]
+        return a
+
+    def token(self, sub="u1", ttl=300, alg="HS256", kid="hs", key=None, header=None, **claims):
+        now = int(time.time())
+        payload = {"sub": sub, "exp": now + ttl, **claims}
+        if sub is None:
+            del payload["sub"]
+        h = header or {"alg": alg, "typ": "JWT", "kid": kid}
+        signing = (b64url(json.dumps(h).encode()) + "." +
+                   b64url(json.dumps(payload).encode())).encode()
+        if alg == "HS256":
+            sig = _hmac.new((key or self.hs_secret).encode(), signing, hashlib.sha256).digest()
+        elif alg == "RS256":
+            p = subprocess.run(["openssl", "dgst", "-sha256", "-sign", self.rsa()[0]],
+                               input=signing, check=True, capture_output=True)
+            sig = p.stdout
+        else:
+            sig = b""
+        return self.secrets.add(signing.decode() + "." + b64url(sig))
+
+
+@pytest.fixture
+def secrets():
+    return Secrets()
+
+
+@pytest.fixture
+def secure_node_factory(node_factory, secrets):
+    """node_factory for security tests: debug logs, and at teardown (after the nodes have
+    stopped) every node's log is checked for every secret the test used."""
+    made = []
+
+    def make(*extra_args, data=None):
+        n = node_factory("--log-level", "debug", *extra_args, data=data)
+        made.append(n)
+        return n
+
+    yield make
+    for n in made:
+        if n.proc and n.proc.poll() is None:
+            n.stop()
+        leaked = secrets.leaks(n.read_log())
+        assert not leaked, f"{n.log_path} holds secrets: {leaked}"
+
+
+@pytest.fixture
+def keys(secrets):
+    d = tempfile.mkdtemp(prefix="tw-keys-", dir=TMP if os.path.isdir(TMP) else None)
+    return Keys(secrets, d)
+
+
+async def expect_close(client, code, timeout=10):
+    """Waits until the server closes the client; asserts the close code."""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            await asyncio.wait_for(client.ws.recv(), deadline - time.monotonic())
+    except websockets.ConnectionClosed as e:
+        got = e.rcvd.code if e.rcvd else None
+        assert got == code, f"closed with {got}, expected {code}"
+        return e.rcvd.reason
+    raise AssertionError(f"not closed within {timeout}s (expected {code})")

@@ -1172,25 +1172,25 @@ static void test_resolve_single_origin(void **state)
     e[0].origin = tw_store_origin(s);
 
     e[0].seq = 0; /* seen nothing: from the first event */
-    assert_int_equal(tw_store_resolve_cursor(r, e, 1, &after, &rec), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 1, &after, &rec), 0);
     assert_int_equal(after, 0);
     assert_int_equal(rec, 1);
     e[0].seq = 12; /* middle */
-    assert_int_equal(tw_store_resolve_cursor(r, e, 1, &after, &rec), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 1, &after, &rec), 0);
     assert_int_equal(after, 12);
     assert_int_equal(rec, 1);
     e[0].seq = 30; /* at head */
-    assert_int_equal(tw_store_resolve_cursor(r, e, 1, &after, &rec), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 1, &after, &rec), 0);
     assert_int_equal(after, 30);
     assert_int_equal(rec, 1);
     e[0].seq = 1000; /* beyond head (seen on a node further ahead): nothing was lost */
-    assert_int_equal(tw_store_resolve_cursor(r, e, 1, &after, &rec), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 1, &after, &rec), 0);
     assert_int_equal(after, 30);
     assert_int_equal(rec, 1);
 
     /* Empty cursor: from the oldest kept. */
     after = 99;
-    assert_int_equal(tw_store_resolve_cursor(r, NULL, 0, &after, &rec), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, NULL, 0, &after, &rec), 0);
     assert_int_equal(after, 0);
     assert_int_equal(rec, 1);
 
@@ -1198,19 +1198,19 @@ static void test_resolve_single_origin(void **state)
      * the local origin, absent from the cursor, is read from its start. */
     e[0].origin = "n1.deadbeef";
     e[0].seq = 5;
-    assert_int_equal(tw_store_resolve_cursor(r, e, 1, &after, &rec), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 1, &after, &rec), 0);
     assert_int_equal(after, 0);
     assert_int_equal(rec, 0);
     e[1].origin = tw_store_origin(s);
     e[1].seq = 20;
-    assert_int_equal(tw_store_resolve_cursor(r, e, 2, &after, &rec), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 2, &after, &rec), 0);
     assert_int_equal(after, 20);
     assert_int_equal(rec, 0);
     e[0].origin = "";
-    assert_int_equal(tw_store_resolve_cursor(r, e, 2, &after, &rec), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 2, &after, &rec), 0);
     assert_int_equal(rec, 0);
     e[0].origin = NULL;
-    assert_int_equal(tw_store_resolve_cursor(r, e, 2, &after, &rec), TW_STORE_EINVAL);
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 2, &after, &rec), TW_STORE_EINVAL);
 
     tw_store_reader_free(r);
     tw_store_close(s);
@@ -1287,7 +1287,7 @@ static void test_multi_origin_cursor(void **state)
                     cur[k] = v;
                     if (pick[k] >= 0) e[ne++] = (tw_store_cursor_entry){names[k], v};
                 }
-                assert_int_equal(tw_store_resolve_cursor(r, e, ne, &after, &rec), 0);
+                assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, ne, &after, &rec), 0);
                 if (ne == 0) {
                     assert_int_equal(after, 0);
                     continue;
@@ -1348,7 +1348,7 @@ static void test_multi_origin_cursor(void **state)
         }
         uint64_t after;
         int rec;
-        assert_int_equal(tw_store_resolve_cursor(r, e, no, &after, &rec), 0);
+        assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, no, &after, &rec), 0);
         assert_int_equal(after, at);
         assert_int_equal(rec, 1);
     }
@@ -1415,7 +1415,7 @@ static void *reader_thread(void *arg)
 
     t->rc = read_chan(t->r, "b", 0, 0, 0, &g, &last, &head);
     t->n = g.n;
-    if (t->rc == 0) t->rc = tw_store_resolve_cursor(t->r, &e, 1, &t->after, &rec);
+    if (t->rc == 0) t->rc = tw_store_resolve_cursor(t->r, "a", 1, &e, 1, &t->after, &rec);
     got_free(&g);
     if (t->rc == 0) t->rc = tw_store_reader_new(t->s, &t->r);
     return NULL;

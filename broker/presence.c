@@ -1,0 +1,297 @@
+/* presence.c — see presence.h. */
+#include "presence.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <msgpack.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NCHAINS 256
+
+typedef struct entry {
+    char *name;
+    size_t len;
+    struct tw_session **m;
+    size_t n, cap;
+    struct entry *next;
+} entry;
+
+struct tw_presence {
+    entry *chains[NCHAINS];
+};
+
+tw_presence *tw_presence_new(void)
+{
+    return calloc(1, sizeof(tw_presence));
+}
+
+void tw_presence_free(tw_presence *p)
+{
+    if (!p) return;
+    for (size_t i = 0; i < NCHAINS; i++)
+        for (entry *e = p->chains[i], *next; e; e = next) {
+            next = e->next;
+            free(e->name);
+            free(e->m);
+            free(e);
+        }
+    free(p);
+}
+
+static uint32_t hash(const char *s, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)s[i]) * 16777619u;
+    return h % NCHAINS;
+}
+
+static entry **find(tw_presence *p, const char *channel, size_t len)
+{
+    entry **pp = &p->chains[hash(channel, len)];
+    while (*pp && ((*pp)->len != len || memcmp((*pp)->name, channel, len) != 0))
+        pp = &(*pp)->next;
+    return pp;
+}
+
+int tw_presence_add(tw_presence *p, const char *channel, size_t len, struct tw_session *s)
+{
+    entry **pp = find(p, channel, len);
+    entry *e = *pp;
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e || !(e->name = malloc(len))) {
+            free(e);
+            return -ENOMEM;
+        }
+        memcpy(e->name, channel, len);
+        e->len = len;
+        *pp = e;
+    }
+    if (e->n == e->cap) {
+        size_t cap = e->cap ? e->cap * 2 : 4;
+        struct tw_session **m = realloc(e->m, cap * sizeof *m);
+        if (!m) {
+            if (e->n == 0) { /* do not leave an empty entry behind */
+                *pp = e->next;
+                free(e->name);
+                free(e->m);
+                free(e);
+            }
+            return -ENOMEM;
+        }
+        e->m = m;
+        e->cap = cap;
+    }
+    e->m[e->n++] = s;
+    return 0;
+}
+
+int tw_presence_remove(tw_presence *p, const char *channel, size_t len, struct tw_session *s)
+{
+    if (!p) return 0;
+    entry **pp = find(p, channel, len);
+    entry *e = *pp;
+    if (!e) return 0;
+    for (size_t i = 0; i < e->n; i++)
+        if (e->m[i] == s) {
+            /* Members keep the order they joined in: a presence list reads naturally. */
+            memmove(&e->m[i], &e->m[i + 1], (e->n - i - 1) * sizeof e->m[0]);
+            if (--e->n == 0) {
+                *pp = e->next;
+                free(e->name);
+                free(e->m);
+                free(e);
+            }
+            return 1;
+        }
+    return 0;
+}
+
+size_t tw_presence_members(tw_presence *p, const char *channel, size_t len,
+                           struct tw_session *const **out)
+{
+    entry *e = p ? *find(p, channel, len) : NULL;
+    *out = e ? e->m : NULL;
+    return e ? e->n : 0;
+}
+
+/* ---- Messages: a small writer over both encodings --------------------------------------- */
+
+typedef struct wr {
+    tw_buf *b;
+    tw_encoding enc;
+    msgpack_packer pk;
+    size_t start;
+    int rc;
+} wr;
+
+static int mp_write(void *data, const char *p, size_t n)
+{
+    return tw_buf_append(data, p, n) ? -1 : 0;
+}
+
+static void w_begin(wr *w, tw_buf *b, tw_encoding enc)
+{
+    w->b = b;
+    w->enc = enc;
+    w->start = b->len;
+    w->rc = 0;
+    if (enc == TW_ENC_MSGPACK) msgpack_packer_init(&w->pk, b, mp_write);
+}
+
+static int w_end(wr *w)
+{
+    if (w->rc) {
+        w->b->len = w->start; /* as it was */
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+/* Opens a map of n pairs (JSON: '{'). */
+static void w_map(wr *w, size_t n)
+{
+    if (w->enc == TW_ENC_MSGPACK)
+        w->rc |= msgpack_pack_map(&w->pk, n);
+    else
+        w->rc |= tw_buf_putc(w->b, '{');
+}
+
+static void w_array(wr *w, size_t n)
+{
+    if (w->enc == TW_ENC_MSGPACK)
+        w->rc |= msgpack_pack_array(&w->pk, n);
+    else
+        w->rc |= tw_buf_putc(w->b, '[');
+}
+
+static void w_close(wr *w, char c)
+{
+    if (w->enc == TW_ENC_JSON) w->rc |= tw_buf_putc(w->b, c);
+}
+
+static void w_str(wr *w, const char *s, size_t n)
+{
+    if (w->enc == TW_ENC_MSGPACK) {
+        w->rc |= msgpack_pack_str(&w->pk, n);
+        w->rc |= msgpack_pack_str_body(&w->pk, s, n);
+    } else {
+        w->rc |= tw_buf_append_json_string(w->b, s, n);
+    }
+}
+
+/* A key; `first` says whether a comma goes before it in JSON. */
+static void w_key(wr *w, const char *k, int first)
+{
+    if (w->enc == TW_ENC_JSON && !first) w->rc |= tw_buf_putc(w->b, ',');
+    w_str(w, k, strlen(k));
+    if (w->enc == TW_ENC_JSON) w->rc |= tw_buf_putc(w->b, ':');
+}
+
+static void w_i64(wr *w, int64_t v)
+{
+    if (w->enc == TW_ENC_MSGPACK)
+        w->rc |= msgpack_pack_int64(&w->pk, v);
+    else
+        w->rc |= tw_buf_printf(w->b, "%lld", (long long)v);
+}
+
+static void w_cstr_or_nil(wr *w, const char *s)
+{
+    if (s)
+        w_str(w, s, strlen(s));
+    else if (w->enc == TW_ENC_MSGPACK)
+        w->rc |= msgpack_pack_nil(&w->pk);
+    else
+        w->rc |= tw_buf_append_str(w->b, "null");
+}
+
+static void w_member_fields(wr *w, const tw_member *m, int first)
+{
+    w_key(w, "user", first);
+    w_cstr_or_nil(w, m->user);
+    w_key(w, "node", 0);
+    w_cstr_or_nil(w, m->node);
+    w_key(w, "conn", 0);
+    w_cstr_or_nil(w, m->conn);
+}
+
+static void w_members(wr *w, const tw_member *members, size_t n)
+{
+    w_array(w, n);
+    for (size_t i = 0; i < n; i++) {
+        if (i && w->enc == TW_ENC_JSON) w->rc |= tw_buf_putc(w->b, ',');
+        w_map(w, 3);
+        w_member_fields(w, &members[i], 1);
+        w_close(w, '}');
+    }
+    w_close(w, ']');
+}
+
+int tw_presence_encode(tw_buf *b, tw_encoding enc, const int64_t *id, const char *channel,
+                       size_t len, const tw_member *members, size_t n)
+{
+    wr w;
+    w_begin(&w, b, enc);
+    w_map(&w, 3 + (id != NULL));
+    w_key(&w, "op", 1);
+    w_str(&w, "presence", 8);
+    if (id) {
+        w_key(&w, "id", 0);
+        w_i64(&w, *id);
+    }
+    w_key(&w, "channel", 0);
+    w_str(&w, channel, len);
+    w_key(&w, "members", 0);
+    w_members(&w, members, n);
+    w_close(&w, '}');
+    return w_end(&w);
+}
+
+int tw_presence_encode_change(tw_buf *b, tw_encoding enc, const char *op, const char *channel,
+                              size_t len, const tw_member *who)
+{
+    wr w;
+    w_begin(&w, b, enc);
+    w_map(&w, 5);
+    w_key(&w, "op", 1);
+    w_str(&w, op, strlen(op));
+    w_key(&w, "channel", 0);
+    w_str(&w, channel, len);
+    w_member_fields(&w, who, 0);
+    w_close(&w, '}');
+    return w_end(&w);
+}
+
+int tw_presence_encode_refreshed(tw_buf *b, tw_encoding enc, const int64_t *id, int64_t exp)
+{
+    wr w;
+    w_begin(&w, b, enc);
+    w_map(&w, 2 + (id != NULL));
+    w_key(&w, "op", 1);
+    w_str(&w, "refreshed", 9);
+    if (id) {
+        w_key(&w, "id", 0);
+        w_i64(&w, *id);
+    }
+    w_key(&w, "exp", 0);
+    w_i64(&w, exp);
+    w_close(&w, '}');
+    return w_end(&w);
+}
+
+int tw_presence_json(tw_buf *b, const char *channel, size_t len, const tw_member *members, size_t n)
+{
+    wr w;
+    w_begin(&w, b, TW_ENC_JSON);
+    w_map(&w, 2);
+    w_key(&w, "channel", 1);
+    w_str(&w, channel, len);
+    w_key(&w, "members", 0);
+    w_members(&w, members, n);
+    w_close(&w, '}');
+    w.rc |= tw_buf_putc(b, '\n');
+    return w_end(&w);
+}
