@@ -7,6 +7,8 @@ FUZZ    ?= build-fuzz
 # Seconds each libFuzzer driver runs: a smoke run in `make test`, longer with `make fuzz`.
 FUZZ_SECONDS ?= 15
 FUZZ_LONG ?= 300
+# make soak: the chaos checker runs this long against a 3-node cluster
+SOAK_SECONDS ?= 600
 ARGS    ?=
 
 .PHONY: all deps test-deps js-deps build asan fuzz-build run test test-fast fuzz bench soak clean format
@@ -72,6 +74,8 @@ soak: build
 	SOAK_CYCLES=$(SOAK_CYCLES) TIDEWIRE_BIN=$(CURDIR)/$(BUILD)/bin/tidewire \
 		TW_TEST_TMP=$(CURDIR)/$(BUILD)/tmp /usr/bin/python3 -m pytest -q -p no:cacheprovider \
 		tests/integration/test_store_crash.py
+	TW_TEST_TMP=$(CURDIR)/$(BUILD)/tmp /usr/bin/python3 tests/chaos/checker.py \
+		--bin $(CURDIR)/$(BUILD)/bin/tidewire --seconds $(SOAK_SECONDS) --settle 120
 
 format:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "admin.h"
+#include "cluster.h"
 #include "log.h"
 
 static void respond_json(tw_conn *c, int status, tw_buf *body)
@@ -67,15 +68,15 @@ static void api_publish(tw_conn *c, tw_http_request *req)
         respond_error(c, rc == -EINVAL ? err.code : 500, rc == -EINVAL ? err.message : "out of memory");
         return;
     }
+    const char *why = "publish failed";
     int code = tw_server_publish(srv, c, TW_PUB_HTTP, NULL, r.sub.channel, r.sub.channel_len,
-                                 r.data_encoding, r.data, r.data_len);
+                                 r.data_encoding, r.data, r.data_len, &why);
     r.sub.channel = NULL; /* the server took them */
     r.data = NULL;
     tw_request_free(&r);
     if (code) {
         srv->stats.publishes_refused++;
-        respond_error(c, code, code == 503 ? "the log is not taking writes now, retry"
-                                           : "publish failed");
+        respond_error(c, code, why);
     }
     /* else: http_busy stays set until tw_api_publish_done */
 }
@@ -261,6 +262,7 @@ static void api_history(tw_conn *c, tw_http_request *req)
 static void api_broadcast(tw_conn *c, tw_http_request *req)
 {
     tw_server *srv = c->srv;
+    const char *why = "broadcast failed";
     const char *body = (const char *)tw_buf_data(&req->body);
     size_t blen = req->body.len;
     cJSON *j = cJSON_ParseWithLength(body, blen);
@@ -323,14 +325,13 @@ static void api_broadcast(tw_conn *c, tw_http_request *req)
         }
         if (!last) memcpy(data, r.data, r.data_len);
         code = tw_server_publish(srv, last ? c : NULL, TW_PUB_HTTP, NULL, ch, cl, r.data_encoding,
-                                 data, r.data_len);
+                                 data, r.data_len, &why);
     }
     tw_request_free(&r);
     cJSON_Delete(j);
     if (code) {
         srv->stats.publishes_refused++;
-        respond_error(c, code, code == 503 ? "the log is not taking writes now, retry"
-                                           : "broadcast failed");
+        respond_error(c, code, why);
     }
     /* else: http_busy stays set until tw_api_publish_done for the last event */
 }
@@ -433,7 +434,9 @@ void tw_api_handle(tw_conn *c, tw_http_request *req)
         tw_conn_http_respond(c, 200, "application/json", ok, sizeof ok - 1, NULL);
     } else if (strcmp(path, "/readyz") == 0 && get) {
         static const char yes[] = "{\"ready\":true}\n", no[] = "{\"ready\":false}\n";
-        int ready = srv->ready && !srv->draining;
+        /* Ready: the store is open, the node has joined its cluster and caught up, and it
+         * is not draining (the load balancer's check). */
+        int ready = srv->ready && !srv->draining && tw_cluster_ready(srv);
         tw_conn_http_respond(c, ready ? 200 : 503, "application/json", ready ? yes : no,
                              ready ? sizeof yes - 1 : sizeof no - 1, NULL);
     } else if ((strcmp(path, "/stats") == 0 || strcmp(path, "/metrics") == 0) && get) {

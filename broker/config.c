@@ -139,6 +139,25 @@ static const setting settings[] = {
     {"tls-key", T_STR, OFF(tls_key), "", 0, 0, NULL,
      "PEM private key of tls-cert; re-read on SIGHUP"},
     /* -- admin dashboard (issue 7) -- */
+    /* -- the cluster (issue 4) -- */
+    {"cluster-listen", T_STR, OFF(cluster_listen), "", 0, 0, NULL,
+     "tcp://HOST:PORT (or tls+tcp://) where this node takes replication from its peers; HOST "
+     "must be an address the peers can dial; empty: a single node"},
+    {"peers", T_STR, OFF(peers), "", 0, 0, NULL,
+     "Comma list of peer cluster addresses to join through (seeds: the rest of the cluster "
+     "is learned from them); may include this node's own"},
+    {"cluster-heartbeat", T_DURATION, OFF(cluster_heartbeat_ms), "500ms", 20, 60000, NULL,
+     "Heartbeat period between nodes (each carries the node's digest, so lags show this fast)"},
+    {"cluster-suspect-timeout", T_DURATION, OFF(cluster_suspect_timeout_ms), "2s", 50, 600000,
+     NULL, "Silence after which a member is suspect"},
+    {"cluster-dead-timeout", T_DURATION, OFF(cluster_dead_timeout_ms), "5s", 100, 3600000, NULL,
+     "Silence after which a member is dead (its presence entries go)"},
+    {"cluster-tls-cert", T_STR, OFF(cluster_tls_cert), "", 0, 0, NULL,
+     "PEM certificate of this node for mutual TLS between nodes (with tls+tcp:// addresses)"},
+    {"cluster-tls-key", T_STR, OFF(cluster_tls_key), "", 0, 0, NULL,
+     "PEM private key of cluster-tls-cert"},
+    {"cluster-tls-ca", T_STR, OFF(cluster_tls_ca), "", 0, 0, NULL,
+     "PEM CA that signs every node's cluster certificate (use one dedicated to the cluster)"},
 };
 #define NSETTINGS (sizeof settings / sizeof settings[0])
 

@@ -62,6 +62,15 @@ typedef struct tw_config {
     char *tls_cert;                  /* PEM certificate chain file */
     char *tls_key;                   /* PEM private key file */
     /* -- admin dashboard (issue 7) -- */
+    /* -- the cluster (issue 4) -- */
+    char *cluster_listen;
+    char *peers;
+    int64_t cluster_heartbeat_ms;
+    int64_t cluster_suspect_timeout_ms;
+    int64_t cluster_dead_timeout_ms;
+    char *cluster_tls_cert;
+    char *cluster_tls_key;
+    char *cluster_tls_ca;
 } tw_config;
 
 /* Outcome of tw_config_load besides errors. */

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "api.h"
+#include "cluster.h"
 #include "log.h"
 #include "server.h"
 
@@ -103,15 +104,25 @@ static void pub_release(tw_server *srv, tw_publish *p)
 }
 
 int tw_server_publish(tw_server *srv, tw_conn *conn, int kind, const int64_t *id, char *channel,
-                      size_t channel_len, uint8_t data_enc, uint8_t *data, size_t data_len)
+                      size_t channel_len, uint8_t data_enc, uint8_t *data, size_t data_len,
+                      const char **why)
 {
-    if (srv->draining) {
+    const char *reason = NULL;
+    if (srv->draining)
+        reason = "the node is draining: publish to another node";
+    else if (!tw_cluster_quorum_possible(srv))
+        /* Refused rather than left waiting: without a majority alive it could not be
+         * acknowledged, and the publisher can retry elsewhere or later. */
+        reason = "not enough cluster members alive for quorum durability";
+    if (reason) {
+        if (why) *why = reason;
         free(channel);
         free(data);
         return 503;
     }
     tw_publish *p = pub_alloc(srv);
     if (!p) {
+        if (why) *why = "out of memory";
         free(channel);
         free(data);
         return 500;
@@ -198,66 +209,103 @@ static void fanout_failed(tw_server *srv, const char *channel, size_t len)
                 }
 }
 
-static void complete_publish(tw_server *srv, tw_publish *p)
+void tw_publish_free(tw_server *srv, tw_publish *p)
 {
-    srv->pending_publishes--;
-    tw_conn *c = p->conn;
-    int live = c && !c->closed;
-    if (p->app.status == 0) {
-        srv->stats.events_published++;
-        tw_origin_head *head = srv->heads[0]; /* publishes here are this node's origin */
-        head->last_seq = p->app.seq;
-        srv->fanout_lsn = p->app.lsn;
-        tw_event *ev = tw_event_new(head->id, p->app.seq, p->app.lsn, p->app.ts_ms, p->channel,
-                                    p->app.channel_len, p->app.encoding, p->data, p->app.data_len);
-        if (ev) {
-            p->channel = NULL;
-            p->data = NULL;
-            tw_fanout(srv, ev);
-            tw_event_unref(ev);
-        } else {
-            fanout_failed(srv, p->channel, p->app.channel_len);
-        }
-        if (live && p->kind == TW_PUB_WS && c->session) {
-            tw_buf b;
-            tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
-            if (tw_proto_encode_ack(&b, c->session->enc, p->has_id ? &p->id : NULL, head->id,
-                                    p->app.seq) == 0)
-                tw_session_send_buf(c->session, &b);
-            tw_buf_free(&b);
-        } else if (live && p->kind == TW_PUB_HTTP) {
-            tw_api_publish_done(c, head->id, p->app.seq, 0, NULL);
-        }
-    } else {
-        srv->stats.publishes_refused++;
-        const char *msg;
-        int code = publish_error(p->app.status, &msg);
-        if (p->app.status == TW_STORE_EFULL) {
-            /* One line per second at most, with the count: a full log refuses every
-             * publish, and the log must not drown in it. */
-            tw_stats *st = &srv->stats;
-            st->store_full_refusals++;
-            uint64_t now = tw_now_ms(srv);
-            if (!st->store_full_logged_ms || now - st->store_full_logged_ms >= 1000) {
-                tw_error("store-full",
-                         "the log is full (map at store-map-size, or disk full): %" PRIu64
-                         " publishes refused (503) since the last report",
-                         st->store_full_refusals - st->store_full_reported);
-                st->store_full_logged_ms = now;
-                st->store_full_reported = st->store_full_refusals;
-            }
-        }
-        else if (code == 500)
-            tw_error("store-write", "append failed: %s", tw_store_strerror(p->app.status));
-        if (live && p->kind == TW_PUB_WS && c->session)
-            tw_session_error(c->session, p->has_id ? &p->id : NULL, code, msg);
-        else if (live && p->kind == TW_PUB_HTTP)
-            tw_api_publish_done(c, NULL, 0, code, msg);
-    }
-    if (c) tw_conn_unref(c);
+    if (p->conn) tw_conn_unref(p->conn);
     free(p->channel);
     free(p->data);
+    free(p->origin);
     pub_release(srv, p);
+}
+
+void tw_server_ack(tw_server *srv, tw_publish *p)
+{
+    tw_conn *c = p->conn;
+    if (!c || c->closed) return;
+    const char *origin = srv->heads[0]->id; /* acknowledged publishes are this node's */
+    if (p->kind == TW_PUB_WS && c->session) {
+        tw_buf b;
+        tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
+        if (tw_proto_encode_ack(&b, c->session->enc, p->has_id ? &p->id : NULL, origin,
+                                p->app.seq) == 0)
+            tw_session_send_buf(c->session, &b);
+        tw_buf_free(&b);
+    } else if (p->kind == TW_PUB_HTTP) {
+        tw_api_publish_done(c, origin, p->app.seq, 0, NULL);
+    }
+}
+
+/* A failed append: say so once a second at most (a full log refuses every publish), and
+ * answer the publisher. */
+static void publish_failed(tw_server *srv, tw_publish *p)
+{
+    tw_conn *c = p->conn;
+    srv->stats.publishes_refused++;
+    const char *msg;
+    int code = publish_error(p->app.status, &msg);
+    if (p->app.status == TW_STORE_EFULL) {
+        tw_stats *st = &srv->stats;
+        st->store_full_refusals++;
+        uint64_t now = tw_now_ms(srv);
+        if (!st->store_full_logged_ms || now - st->store_full_logged_ms >= 1000) {
+            tw_error("store-full",
+                     "the log is full (map at store-map-size, or disk full): %" PRIu64
+                     " publishes refused (503) since the last report",
+                     st->store_full_refusals - st->store_full_reported);
+            st->store_full_logged_ms = now;
+            st->store_full_reported = st->store_full_refusals;
+        }
+    } else if (code == 500) {
+        tw_error("store-write", "append failed: %s", tw_store_strerror(p->app.status));
+    }
+    if (!c || c->closed) return;
+    if (p->kind == TW_PUB_WS && c->session)
+        tw_session_error(c->session, p->has_id ? &p->id : NULL, code, msg);
+    else if (p->kind == TW_PUB_HTTP)
+        tw_api_publish_done(c, NULL, 0, code, msg);
+}
+
+/*
+ * One committed (or failed) append, in commit order. Local and replicated events take the
+ * same path to subscribers: the event is made once, fanned out, and the head vector moves.
+ * Then a local publisher is acknowledged (at once, or with quorum durability once a majority
+ * has the event) and a replicated one is reported applied to gossip.
+ */
+static void complete_publish(tw_server *srv, tw_publish *p)
+{
+    int remote = p->kind == TW_PUB_REMOTE;
+    if (!remote) srv->pending_publishes--;
+    if (p->app.status != 0) {
+        if (remote) tw_cluster_remote_done(srv, p);
+        else publish_failed(srv, p);
+        tw_publish_free(srv, p);
+        return;
+    }
+    tw_origin_head *head = remote ? tw_server_origin(srv, p->app.origin) : srv->heads[0];
+    if (!remote) srv->stats.events_published++;
+    else srv->stats.events_replicated_in++;
+    if (head) head->last_seq = p->app.seq;
+    srv->fanout_lsn = p->app.lsn;
+    tw_event *ev = head ? tw_event_new(head->id, p->app.seq, p->app.lsn, p->app.ts_ms, p->channel,
+                                       p->app.channel_len, p->app.encoding, p->data,
+                                       p->app.data_len)
+                        : NULL;
+    if (ev) {
+        p->channel = NULL;
+        p->data = NULL;
+        tw_fanout(srv, ev);
+        tw_event_unref(ev);
+    } else {
+        fanout_failed(srv, p->channel, p->app.channel_len);
+    }
+    if (remote) {
+        tw_cluster_remote_done(srv, p);
+    } else {
+        srv->local_committed_seq = p->app.seq;
+        if (tw_cluster_hold_ack(srv, p) == 0) return; /* the cluster acks it at quorum */
+        tw_server_ack(srv, p);
+    }
+    tw_publish_free(srv, p);
 }
 
 static tw_publish *take_commits(tw_server *srv)
@@ -273,10 +321,13 @@ static void on_commit_async(uv_async_t *a)
 {
     tw_server *srv = a->data;
     /* uv_async_send coalesces: take everything queued since the last wakeup. */
+    uint64_t before = srv->local_committed_seq;
     for (tw_publish *p = take_commits(srv), *next; p; p = next) {
         next = p->next;
         complete_publish(srv, p);
     }
+    /* Peers learn of new local events once per wakeup, however many committed. */
+    if (srv->local_committed_seq != before) tw_cluster_local_committed(srv, srv->local_committed_seq);
 }
 
 /* ---- Ticks, drain, shutdown --------------------------------------------------------- */
@@ -613,7 +664,7 @@ int tw_server_run(const tw_config *cfg)
     srv->sig_term.data = srv->sig_int.data = srv;
 
     if (setup_auth(srv) != 0 || tw_channels_init(srv) != 0 || open_store(srv) != 0 ||
-        listen_on(srv, cfg->listen) != 0 || listen_tls(srv) != 0)
+        tw_cluster_start(srv) != 0 || listen_on(srv, cfg->listen) != 0 || listen_tls(srv) != 0)
         goto out_close;
     uv_signal_start(&srv->sig_term, on_signal, SIGTERM);
     uv_signal_init(&loop, &srv->sig_hup);
@@ -643,6 +694,9 @@ out_close:
     }
     uv_run(&loop, UV_RUN_NOWAIT);
     if (srv->store) tw_server_submit_pending(srv);
+    /* Leave the cluster once every local publish has committed (the drain waited for
+     * them): peers get everything this node accepted before it goes. */
+    tw_cluster_stop(srv, (uint32_t)cfg->shutdown_timeout_ms);
     /* The store commits what was submitted before it stops; the completions find their
      * connections closed and only drop their references. */
     tw_store_reader_free(srv->reader);
@@ -655,6 +709,7 @@ out_close:
     }
     uv_walk(&loop, close_any, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
+    tw_cluster_free(srv); /* after its async handle closed */
     tw_conn_resume_reads(srv); /* every connection is closed: this drops the last references */
     if (uv_loop_close(&loop) != 0) tw_warn("shutdown", "the event loop did not close cleanly");
     tw_channels_free(srv);

@@ -35,6 +35,7 @@ typedef struct tw_session tw_session;
 typedef struct tw_channel tw_channel;
 typedef struct tw_sub tw_sub;
 typedef struct tw_publish tw_publish;
+typedef struct tw_cluster tw_cluster;
 
 /* ---- Connections (conn.c): one TCP client, first HTTP, then maybe WebSocket. ---------- */
 
@@ -237,7 +238,7 @@ void tw_catchup_schedule(tw_session *s);
 
 /* ---- Publishing (server.c) ---------------------------------------------------------- */
 
-enum { TW_PUB_WS = 0, TW_PUB_HTTP = 1 };
+enum { TW_PUB_WS = 0, TW_PUB_HTTP = 1, TW_PUB_REMOTE = 2 /* replicated from another node */ };
 
 struct tw_publish {
     tw_store_append app; /* first: the store's completion hands back &app */
@@ -247,16 +248,27 @@ struct tw_publish {
     int64_t id;
     char *channel;       /* owned until the event takes it */
     uint8_t *data;
+    char *origin;        /* TW_PUB_REMOTE: the event's origin (owned); else NULL */
     tw_publish *next;
 };
 
+/* Acknowledges a committed publish to whoever waits for it (WebSocket `ack` or the HTTP
+ * response), if they are still connected. */
+void tw_server_ack(tw_server *srv, tw_publish *p);
+
+/* Drops a publish record: its connection reference and what it still owns. */
+void tw_publish_free(tw_server *srv, tw_publish *p);
+
 /*
  * Appends an event to the log; the ack (WebSocket `ack` or the HTTP response) follows the
- * commit. Takes ownership of channel and data in every case. Returns 0, or an HTTP-like
- * error code (503 overloaded or stopping, 500) without having queued anything.
+ * commit (with durability quorum: once a majority of the cluster has it). Takes ownership of
+ * channel and data in every case. Returns 0, or an HTTP-like error code (503 overloaded,
+ * stopping or no quorum possible, 500) without having queued anything; *why (when not NULL)
+ * then says why, for the error reply.
  */
 int tw_server_publish(tw_server *srv, tw_conn *conn, int kind, const int64_t *id, char *channel,
-                      size_t channel_len, uint8_t data_enc, uint8_t *data, size_t data_len);
+                      size_t channel_len, uint8_t data_enc, uint8_t *data, size_t data_len,
+                      const char **why);
 
 /*
  * Hands the publishes accepted since the last call to the store's writer in one
@@ -279,6 +291,7 @@ struct tw_server {
     tw_proto_limits limits;
     tw_store *store;
     tw_store_reader *reader; /* loop thread's reader: replays and subscribes */
+    tw_cluster *cluster;     /* NULL: a single node (cluster.h) */
     const char *origin;      /* this node's origin id */
     uint64_t started_ms;     /* wall clock */
     int ready;
@@ -309,6 +322,7 @@ struct tw_server {
     tw_origin_head **heads; /* the head vector, local origin first */
     size_t nheads;
     uint64_t fanout_lsn;    /* lsn of the newest event fanned out */
+    uint64_t local_committed_seq; /* newest seq of this node's origin committed */
     uint64_t pending_publishes;
     /* Publishes accepted this loop turn, handed to the store in one tw_store_submit() at
      * the end of the turn (one lock and one writer wake-up per turn, not per event). */

@@ -436,13 +436,12 @@ static void publish(tw_session *s, tw_request *req, const int64_t *id)
     uint8_t *data = req->data;
     req->sub.channel = NULL;
     req->data = NULL;
+    const char *why = "publish failed";
     int code = tw_server_publish(srv, s->conn, TW_PUB_WS, id, channel, req->sub.channel_len,
-                                 req->data_encoding, data, req->data_len);
+                                 req->data_encoding, data, req->data_len, &why);
     if (code) {
         srv->stats.publishes_refused++;
-        tw_session_error(s, id, code,
-                         code == 503 ? "the log is not taking writes now, retry"
-                                     : "publish failed");
+        tw_session_error(s, id, code, why);
     }
 }
 

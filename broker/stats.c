@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "server.h"
 
 enum { COUNTER, GAUGE };
@@ -51,6 +52,7 @@ GETTER(g_ws_total, srv->stats.ws_sessions_total)
 GETTER(g_subs, srv->nsubs)
 GETTER(g_channels, srv->nchannels)
 GETTER(g_ev_in, srv->stats.events_published)
+GETTER(g_ev_repl, srv->stats.events_replicated_in)
 GETTER(g_ev_out, srv->stats.events_delivered)
 GETTER(g_ev_replayed, srv->stats.events_replayed)
 GETTER(g_ev_in_rate, srv->stats.events_in_per_s)
@@ -115,6 +117,8 @@ static const figure figures[] = {
      "WebSocket sessions opened", g_ws_total},
     {"events", "in", "tidewire_events_in_total", COUNTER, 0,
      "Events published and committed on this node", g_ev_in},
+    {"events", "replicated_in", "tidewire_events_replicated_in_total", COUNTER, 0,
+     "Events of other nodes' origins replicated to this node and committed", g_ev_repl},
     {"events", "out", "tidewire_events_out_total", COUNTER, 0,
      "Event messages sent to subscribers (live and replayed)", g_ev_out},
     {"events", "replayed", "tidewire_events_replayed_total", COUNTER, 0,
@@ -343,11 +347,9 @@ int tw_stats_render_json(tw_server *srv, tw_buf *out)
                             info[i].kept);
     rc |= tw_buf_append_str(out, "]}");
     rc |= render_channels_top(srv, out);
-    /* A single node is a cluster of one: itself, alive, with nothing to replicate. */
-    rc |= tw_buf_printf(out,
-                        ",\"cluster\":{\"members\":[{\"node\":\"%s\",\"state\":\"self\","
-                        "\"replication_lag\":0}]}}\n",
-                        srv->origin);
+    rc |= tw_buf_putc(out, ',');
+    rc |= tw_cluster_render_json(srv, out);
+    rc |= tw_buf_append_str(out, "}\n");
     return rc ? -1 : 0;
 }
 
@@ -399,9 +401,6 @@ int tw_stats_render_prometheus(tw_server *srv, tw_buf *out)
     for (size_t i = 0; i < n && i < MAX_ORIGINS; i++)
         rc |= tw_buf_printf(out, "tidewire_store_origin_events_kept{origin=\"%s\"} %" PRIu64 "\n",
                             info[i].origin, info[i].kept);
-    rc |= tw_buf_printf(out,
-                        "# HELP tidewire_cluster_members Cluster members known, by state\n"
-                        "# TYPE tidewire_cluster_members gauge\n"
-                        "tidewire_cluster_members{state=\"alive\"} 1\n");
+    rc |= tw_cluster_render_prometheus(srv, out);
     return rc ? -1 : 0;
 }

@@ -17,6 +17,7 @@ typedef struct tw_stats {
     uint64_t ws_sessions_total;
     uint64_t http_requests_total;
     uint64_t events_published;      /* publishes committed (WebSocket and HTTP API) */
+    uint64_t events_replicated_in;  /* events of other nodes' origins committed here */
     uint64_t publishes_refused;     /* publishes that got an error (store full/busy/too big) */
     uint64_t events_delivered;      /* event messages queued to subscribers, live and replay */
     uint64_t events_replayed;       /* of which read from the log */

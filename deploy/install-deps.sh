@@ -6,7 +6,7 @@ set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config
     libuv1-dev liblmdb-dev libmsgpack-dev libssl-dev libnng-dev libwslay-dev
     libhttp-parser-dev libcjson-dev)
-test_pkgs=(libcmocka-dev python3 python3-websockets python3-pytest python3-msgpack lmdb-utils clang
+test_pkgs=(libcmocka-dev python3 python3-websockets python3-pytest python3-msgpack lmdb-utils clang haproxy
     libclang-rt-14-dev curl)
 
 want=("${build_pkgs[@]}")

@@ -267,8 +267,8 @@ typedef struct tw_store_cursor_entry {
  * the cursor does not name) has an lsn > *after_lsn. Events at or below the cursor may
  * still follow *after_lsn when several origins interleave: the caller filters them by seq.
  * *recovered is 1 when no event of this channel that the cursor had not seen was trimmed
- * by retention, 0 when some of it is gone (or the cursor names an origin this log does not
- * know); the read then starts at the oldest event kept. An empty cursor (n == 0) means
+ * by retention, 0 when some of it is gone (or the cursor names, with a seq above 0, an
+ * origin this log does not know); the read then starts at the oldest event kept. An empty cursor (n == 0) means
  * "from the oldest event kept" and is always recovered.
  */
 int tw_store_resolve_cursor(tw_store_reader *r, const char *channel, size_t channel_len,

@@ -298,6 +298,10 @@ static int all_known(tw_store_reader *r, const tw_store_cursor_entry *e, size_t 
         MDB_val k = {len, (void *)e[i].origin}, v;
         int rc;
 
+        /* Seq 0: nothing of that origin was seen, so nothing of it can have been lost. In a
+         * cluster such entries are common: a node's own origin before it has published. */
+        if (e[i].seq == 0) continue;
+
         /* A cursor comes from a client: a malformed origin is merely unknown. */
         if (len == 0 || len > TW_STORE_ORIGIN_MAX) {
             *known = 0;

@@ -49,10 +49,19 @@ class Node:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, *more_args):
+        """Starts the node and returns once /readyz answers 200."""
+        self.start_async(*more_args)
+        return self.wait_ready()
+
+    def start_async(self, *more_args):
+        """Starts the node without waiting (a cluster's nodes start together)."""
         args = [BIN, "--listen", f"127.0.0.1:{self.port}", "--data", self.data, *self.extra, *more_args]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        return self
+
+    def wait_ready(self):
         deadline = time.time() + 20
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -19,7 +19,8 @@ def test_health_ready_stats_metrics(node):
     assert st["store"]["commits"] >= 1
     origins = st["store"]["origins"]
     assert origins[0]["origin"] == st["node"] and origins[0]["last_seq"] == 1
-    assert st["cluster"]["members"][0]["node"] == st["node"]
+    assert st["cluster"]["members"][0]["origin"] == st["node"]
+    assert st["cluster"]["members"][0]["state"] == "self"
 
     status, text = node.get("/metrics")
     assert status == 200

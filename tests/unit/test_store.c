@@ -1206,6 +1206,13 @@ static void test_resolve_single_origin(void **state)
     assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 2, &after, &rec), 0);
     assert_int_equal(after, 20);
     assert_int_equal(rec, 0);
+    /* ...but one named at seq 0 saw nothing of it, so nothing of it was lost (a peer's
+     * origin before it published anything, in a cluster). */
+    e[0].seq = 0;
+    assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 2, &after, &rec), 0);
+    assert_int_equal(after, 20);
+    assert_int_equal(rec, 1);
+    e[0].seq = 5;
     e[0].origin = "";
     assert_int_equal(tw_store_resolve_cursor(r, "a", 1, e, 2, &after, &rec), 0);
     assert_int_equal(rec, 0);

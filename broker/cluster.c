@@ -1,0 +1,381 @@
+/* cluster.c — see cluster.h. */
+#include "cluster.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "gossip.h"
+#include "log.h"
+#include "server.h"
+
+#define MAX_MEMBERS 128
+
+struct tw_cluster {
+    tw_gossip *g;
+    uv_async_t async; /* quorum and membership news from the gossip thread */
+    pthread_mutex_t mu;
+    uint64_t quorum_seq;  /* under mu */
+    int members_changed;  /* under mu */
+    tw_publish *held_head, *held_tail; /* acks waiting for a majority, in seq order */
+    size_t nheld;
+    char **seeds;
+    size_t nseeds;
+    tw_member_state last_state[MAX_MEMBERS]; /* for logging changes */
+    size_t nlast;
+};
+
+static int quorum_mode(const tw_server *srv)
+{
+    return srv->cluster && strcmp(srv->cfg->durability, "quorum") == 0;
+}
+
+/* ---- Gossip thread ------------------------------------------------------------------- */
+
+static void free_publish(tw_publish *p)
+{
+    free(p->channel);
+    free(p->data);
+    free(p->origin);
+    free(p);
+}
+
+/* Remote events go straight to the store from the gossip thread: tw_store_submit is
+ * thread-safe, and the commit comes back through the loop's commit list like any other. */
+static void on_events(void *arg, const tw_gossip_event *ev, size_t n)
+{
+    tw_server *srv = arg;
+    tw_publish *head = NULL, *tail = NULL;
+    size_t i;
+    for (i = 0; i < n; i++) {
+        tw_publish *p = calloc(1, sizeof *p);
+        if (!p) break;
+        p->kind = TW_PUB_REMOTE;
+        p->channel = malloc(ev[i].channel_len ? ev[i].channel_len : 1);
+        p->data = malloc(ev[i].data_len ? ev[i].data_len : 1);
+        p->origin = strdup(ev[i].origin);
+        if (!p->channel || !p->data || !p->origin) {
+            free_publish(p);
+            break;
+        }
+        memcpy(p->channel, ev[i].channel, ev[i].channel_len);
+        memcpy(p->data, ev[i].data, ev[i].data_len);
+        p->app.channel = p->channel;
+        p->app.channel_len = ev[i].channel_len;
+        p->app.data = p->data;
+        p->app.data_len = ev[i].data_len;
+        p->app.encoding = ev[i].encoding;
+        p->app.origin = p->origin;
+        p->app.seq = ev[i].seq;
+        p->app.ts_ms = ev[i].ts_ms;
+        if (tail) tail->app.next = &p->app;
+        else head = p;
+        tail = p;
+    }
+    if (head && i == n && tw_store_submit(srv->store, &head->app) == 0) return;
+    /* Out of memory or the writer is full: nothing of this batch was appended. Hand it
+     * back to gossip per origin, from the first seq of each origin in the batch. */
+    for (tw_publish *p = head, *next; p; p = next) {
+        next = p->app.next ? (tw_publish *)p->app.next : NULL;
+        free_publish(p);
+    }
+    for (size_t j = 0; j < n; j++) {
+        int first = 1;
+        for (size_t k = 0; k < j; k++)
+            if (strcmp(ev[k].origin, ev[j].origin) == 0) first = 0;
+        if (first) tw_gossip_apply_failed(srv->cluster->g, ev[j].origin, ev[j].seq - 1);
+    }
+}
+
+static void on_quorum(void *arg, uint64_t seq)
+{
+    tw_server *srv = arg;
+    tw_cluster *cl = srv->cluster;
+    pthread_mutex_lock(&cl->mu);
+    if (seq > cl->quorum_seq) cl->quorum_seq = seq;
+    pthread_mutex_unlock(&cl->mu);
+    uv_async_send(&cl->async);
+}
+
+static void on_members(void *arg)
+{
+    tw_server *srv = arg;
+    tw_cluster *cl = srv->cluster;
+    pthread_mutex_lock(&cl->mu);
+    cl->members_changed = 1;
+    pthread_mutex_unlock(&cl->mu);
+    uv_async_send(&cl->async);
+}
+
+/* ---- Loop thread ------------------------------------------------------------------- */
+
+static void release_acks(tw_server *srv, uint64_t quorum_seq)
+{
+    tw_cluster *cl = srv->cluster;
+    while (cl->held_head && cl->held_head->app.seq <= quorum_seq) {
+        tw_publish *p = cl->held_head;
+        cl->held_head = p->next;
+        if (!cl->held_head) cl->held_tail = NULL;
+        cl->nheld--;
+        p->next = NULL;
+        tw_server_ack(srv, p);
+        tw_publish_free(srv, p);
+    }
+}
+
+static void log_member_changes(tw_server *srv)
+{
+    tw_cluster *cl = srv->cluster;
+    tw_member_info m[MAX_MEMBERS];
+    size_t n = 0;
+    tw_gossip_members(cl->g, m, MAX_MEMBERS, &n);
+    if (n > MAX_MEMBERS) n = MAX_MEMBERS;
+    for (size_t i = 0; i < n; i++) {
+        if (i < cl->nlast && cl->last_state[i] == m[i].state) continue;
+        if (m[i].state != TW_MEMBER_SELF)
+            tw_info("cluster-member", "member %s (%s) is %s", m[i].name[0] ? m[i].name : "?",
+                    m[i].addr, tw_member_state_name(m[i].state));
+        cl->last_state[i] = m[i].state;
+    }
+    cl->nlast = n;
+}
+
+static void on_async(uv_async_t *a)
+{
+    tw_server *srv = a->data;
+    tw_cluster *cl = srv->cluster;
+    pthread_mutex_lock(&cl->mu);
+    uint64_t q = cl->quorum_seq;
+    int changed = cl->members_changed;
+    cl->members_changed = 0;
+    pthread_mutex_unlock(&cl->mu);
+    release_acks(srv, q);
+    if (changed) log_member_changes(srv);
+}
+
+static int split_seeds(tw_cluster *cl, const char *peers)
+{
+    const char *p = peers;
+    while (*p) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        if (!*p) break;
+        size_t len = strcspn(p, ", ");
+        char **s = realloc(cl->seeds, (cl->nseeds + 1) * sizeof *s);
+        if (!s) return -1;
+        cl->seeds = s;
+        if (!(s[cl->nseeds] = strndup(p, len))) return -1;
+        cl->nseeds++;
+        p += len;
+    }
+    return 0;
+}
+
+int tw_cluster_start(tw_server *srv)
+{
+    const tw_config *cfg = srv->cfg;
+    if (!*cfg->cluster_listen) {
+        if (*cfg->peers)
+            tw_warn("cluster", "--peers is set without --cluster-listen: running as a single node");
+        return 0;
+    }
+    tw_cluster *cl = calloc(1, sizeof *cl);
+    if (!cl) return -1;
+    srv->cluster = cl;
+    pthread_mutex_init(&cl->mu, NULL);
+    uv_async_init(srv->loop, &cl->async, on_async);
+    cl->async.data = srv;
+    if (split_seeds(cl, cfg->peers) != 0) return -1;
+
+    tw_store_origin_info applied[256];
+    size_t napplied = 0;
+    if (tw_store_origins(srv->reader, applied, 256, &napplied) != 0) return -1;
+    if (napplied > 256) napplied = 256;
+    tw_gossip_options o = {
+        .node_name = cfg->node_id,
+        .origin = srv->origin,
+        .listen_addr = cfg->cluster_listen,
+        .seeds = (const char *const *)cl->seeds,
+        .nseeds = cl->nseeds,
+        .store = srv->store,
+        .heartbeat_ms = (uint32_t)cfg->cluster_heartbeat_ms,
+        .suspect_ms = (uint32_t)cfg->cluster_suspect_timeout_ms,
+        .dead_ms = (uint32_t)cfg->cluster_dead_timeout_ms,
+        .tls_cert_file = *cfg->cluster_tls_cert ? cfg->cluster_tls_cert : NULL,
+        .tls_key_file = *cfg->cluster_tls_key ? cfg->cluster_tls_key : NULL,
+        .tls_ca_file = *cfg->cluster_tls_ca ? cfg->cluster_tls_ca : NULL,
+        .cb = {.on_events = on_events, .on_members = on_members, .on_quorum = on_quorum},
+        .cb_arg = srv,
+    };
+    int rc = tw_gossip_start(&cl->g, &o, applied, napplied);
+    if (rc != 0) {
+        tw_error("cluster", "cannot start the cluster on %s: %s", cfg->cluster_listen,
+                 tw_gossip_strerror(rc));
+        return -1;
+    }
+    tw_info("cluster", "cluster listening on %s with %zu seed(s); durability %s",
+            cfg->cluster_listen, cl->nseeds, cfg->durability);
+    return 0;
+}
+
+void tw_cluster_stop(tw_server *srv, uint32_t timeout_ms)
+{
+    tw_cluster *cl = srv->cluster;
+    if (!cl || !cl->g) return;
+    int rc = tw_gossip_stop(cl->g, timeout_ms);
+    cl->g = NULL;
+    if (rc == 0) tw_info("cluster", "left the cluster: every peer has this node's events");
+    else tw_warn("cluster", "left the cluster before every peer caught up (they will fetch "
+                            "from the log when this node is back)");
+}
+
+void tw_cluster_free(tw_server *srv)
+{
+    tw_cluster *cl = srv->cluster;
+    if (!cl) return;
+    if (cl->g) tw_gossip_stop(cl->g, 0);
+    /* Acks still held cannot be given: the publishers are gone with their connections. */
+    while (cl->held_head) {
+        tw_publish *p = cl->held_head;
+        cl->held_head = p->next;
+        tw_publish_free(srv, p);
+    }
+    for (size_t i = 0; i < cl->nseeds; i++)
+        free(cl->seeds[i]);
+    free(cl->seeds);
+    pthread_mutex_destroy(&cl->mu);
+    free(cl);
+    srv->cluster = NULL;
+}
+
+void tw_cluster_local_committed(tw_server *srv, uint64_t seq)
+{
+    if (srv->cluster && srv->cluster->g) tw_gossip_notify_local(srv->cluster->g, seq);
+}
+
+void tw_cluster_remote_done(tw_server *srv, const tw_publish *p)
+{
+    tw_cluster *cl = srv->cluster;
+    if (!cl || !cl->g) return;
+    if (p->app.status == 0) {
+        tw_gossip_applied(cl->g, p->app.origin, p->app.seq);
+    } else if (p->app.status != TW_STORE_EDUP) {
+        /* EDUP means we already have it: nothing to fetch again. */
+        tw_gossip_apply_failed(cl->g, p->app.origin, p->app.seq - 1);
+    }
+}
+
+int tw_cluster_quorum_possible(tw_server *srv)
+{
+    if (!quorum_mode(srv) || !srv->cluster->g) return 1;
+    tw_member_info m[MAX_MEMBERS];
+    size_t n = 0, alive = 0;
+    tw_gossip_members(srv->cluster->g, m, MAX_MEMBERS, &n);
+    for (size_t i = 0; i < n && i < MAX_MEMBERS; i++)
+        if (m[i].state == TW_MEMBER_SELF || m[i].state == TW_MEMBER_ALIVE) alive++;
+    return alive >= tw_gossip_cluster_size(srv->cluster->g) / 2 + 1;
+}
+
+int tw_cluster_hold_ack(tw_server *srv, tw_publish *p)
+{
+    tw_cluster *cl = srv->cluster;
+    if (!quorum_mode(srv)) return -1;
+    p->next = NULL;
+    if (cl->held_tail) cl->held_tail->next = p;
+    else cl->held_head = p;
+    cl->held_tail = p;
+    cl->nheld++;
+    pthread_mutex_lock(&cl->mu);
+    uint64_t q = cl->quorum_seq;
+    pthread_mutex_unlock(&cl->mu);
+    release_acks(srv, q);
+    return 0;
+}
+
+int tw_cluster_ready(tw_server *srv)
+{
+    return !srv->cluster || (srv->cluster->g && tw_gossip_ready(srv->cluster->g));
+}
+
+int tw_cluster_render_json(tw_server *srv, tw_buf *out)
+{
+    tw_cluster *cl = srv->cluster;
+    if (!cl || !cl->g)
+        return tw_buf_printf(out,
+                             "\"cluster\":{\"size\":1,\"members\":[{\"node\":\"%s\",\"origin\":"
+                             "\"%s\",\"state\":\"self\",\"replication_lag\":0}]}",
+                             srv->cfg->node_id, srv->origin);
+    tw_member_info m[MAX_MEMBERS];
+    size_t n = 0;
+    tw_gossip_members(cl->g, m, MAX_MEMBERS, &n);
+    tw_gossip_stats gs;
+    tw_gossip_get_stats(cl->g, &gs);
+    pthread_mutex_lock(&cl->mu);
+    uint64_t q = cl->quorum_seq;
+    pthread_mutex_unlock(&cl->mu);
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    int rc = tw_buf_printf(out, "\"cluster\":{\"size\":%zu,\"quorum_seq\":%" PRIu64
+                                ",\"acks_waiting_for_quorum\":%zu,\"members\":[",
+                           tw_gossip_cluster_size(cl->g), q, cl->nheld);
+    for (size_t i = 0; i < n && i < MAX_MEMBERS && !rc; i++) {
+        rc |= tw_buf_printf(out, "%s{\"node\":", i ? "," : "");
+        rc |= tw_buf_append_json_string(out, m[i].name, strlen(m[i].name));
+        rc |= tw_buf_printf(out, ",\"origin\":\"%s\",\"addr\":", m[i].origin);
+        rc |= tw_buf_append_json_string(out, m[i].addr, strlen(m[i].addr));
+        rc |= tw_buf_printf(out,
+                            ",\"state\":\"%s\",\"replication_lag\":%" PRIu64
+                            ",\"last_heard_ms_ago\":%" PRIu64 "}",
+                            tw_member_state_name(m[i].state), m[i].replication_lag,
+                            m[i].last_heard_ms ? now - m[i].last_heard_ms : 0);
+    }
+    rc |= tw_buf_printf(out,
+                        "],\"messages_sent\":%" PRIu64 ",\"messages_received\":%" PRIu64
+                        ",\"messages_dropped\":%" PRIu64 ",\"events_sent\":%" PRIu64
+                        ",\"events_received\":%" PRIu64 ",\"fetches_sent\":%" PRIu64
+                        ",\"fetches_served\":%" PRIu64 ",\"bad_messages\":%" PRIu64
+                        ",\"listener_restarts\":%" PRIu64 "}",
+                        gs.msgs_sent, gs.msgs_received, gs.msgs_dropped, gs.events_sent,
+                        gs.events_received, gs.fetches_sent, gs.fetches_served, gs.bad_messages,
+                        gs.listener_restarts);
+    return rc ? -1 : 0;
+}
+
+int tw_cluster_render_prometheus(tw_server *srv, tw_buf *out)
+{
+    tw_cluster *cl = srv->cluster;
+    int rc = tw_buf_append_str(out, "# HELP tidewire_cluster_members Cluster members by state\n"
+                                    "# TYPE tidewire_cluster_members gauge\n");
+    if (!cl || !cl->g)
+        return rc | tw_buf_append_str(out, "tidewire_cluster_members{state=\"self\"} 1\n");
+    tw_member_info m[MAX_MEMBERS];
+    size_t n = 0, count[5] = {0};
+    tw_gossip_members(cl->g, m, MAX_MEMBERS, &n);
+    for (size_t i = 0; i < n && i < MAX_MEMBERS; i++)
+        count[m[i].state]++;
+    for (int s = 0; s < 5; s++)
+        rc |= tw_buf_printf(out, "tidewire_cluster_members{state=\"%s\"} %zu\n",
+                            tw_member_state_name((tw_member_state)s), count[s]);
+    rc |= tw_buf_append_str(out, "# HELP tidewire_cluster_replication_lag Events of this node's "
+                                 "origin a member has not applied\n"
+                                 "# TYPE tidewire_cluster_replication_lag gauge\n");
+    for (size_t i = 0; i < n && i < MAX_MEMBERS; i++)
+        if (m[i].state != TW_MEMBER_SELF)
+            rc |= tw_buf_printf(out, "tidewire_cluster_replication_lag{member=\"%s\"} %" PRIu64 "\n",
+                                m[i].name, m[i].replication_lag);
+    tw_gossip_stats gs;
+    tw_gossip_get_stats(cl->g, &gs);
+    rc |= tw_buf_printf(out,
+                        "# HELP tidewire_cluster_listener_restarts_total Cluster listener "
+                        "re-created after it stopped accepting (nng#1518)\n"
+                        "# TYPE tidewire_cluster_listener_restarts_total counter\n"
+                        "tidewire_cluster_listener_restarts_total %" PRIu64 "\n"
+                        "# HELP tidewire_cluster_messages_dropped_total Replication messages a "
+                        "full peer queue refused (resent later)\n"
+                        "# TYPE tidewire_cluster_messages_dropped_total counter\n"
+                        "tidewire_cluster_messages_dropped_total %" PRIu64 "\n",
+                        gs.listener_restarts, gs.msgs_dropped);
+    return rc ? -1 : 0;
+}

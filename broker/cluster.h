@@ -1,0 +1,58 @@
+/*
+ * cluster.h — the node's side of the cluster: starts gossip from the settings, appends the
+ * events other nodes replicate, holds acknowledgements until quorum, and answers readiness.
+ *
+ * The path of a remote event: gossip thread (on_events, in seq order per origin) ->
+ * tw_store_submit with the event's own origin and seq (no loop hop: submit is thread-safe) ->
+ * store writer (commit) -> the loop's commit list -> complete_publish: fanned out like a
+ * local event, then reported applied to gossip (tw_cluster_remote_done).
+ *
+ * A node without --cluster-listen is a cluster of one: every function here is then a no-op
+ * (ready, quorum always possible, acks never held).
+ *
+ * Loop thread only unless stated.
+ */
+#ifndef TW_CLUSTER_H
+#define TW_CLUSTER_H
+
+#include <stdint.h>
+
+#include "buf.h"
+
+struct tw_server;
+struct tw_publish;
+
+/* Starts gossip when cluster-listen is set (after the store opened). 0 or -1 (logged). */
+int tw_cluster_start(struct tw_server *srv);
+
+/* Leaves the cluster: tells peers, waits up to timeout_ms for them to have every event this
+ * node accepted, stops gossip. Called by the drain after clients are gone. */
+void tw_cluster_stop(struct tw_server *srv, uint32_t timeout_ms);
+
+/* Frees what tw_cluster_start made (after tw_cluster_stop, or when it never ran). */
+void tw_cluster_free(struct tw_server *srv);
+
+/* A local event committed at `seq`: replicate it. */
+void tw_cluster_local_committed(struct tw_server *srv, uint64_t seq);
+
+/* A remote event's append finished (status in p->app.status): tell gossip. */
+void tw_cluster_remote_done(struct tw_server *srv, const struct tw_publish *p);
+
+/* With durability quorum: 1 when enough members are alive to reach a majority. */
+int tw_cluster_quorum_possible(struct tw_server *srv);
+
+/* With durability quorum: keeps the publish until a majority has it, then acknowledges it
+ * (takes ownership of p). Returns 0, or -1 when acks are not held (local durability or a
+ * single node): the caller acknowledges at once and keeps p. */
+int tw_cluster_hold_ack(struct tw_server *srv, struct tw_publish *p);
+
+/* 1 when the node has joined its cluster and caught up (always 1 for a single node). */
+int tw_cluster_ready(struct tw_server *srv);
+
+/* Appends the "cluster" member of /stats ({"members": [...], ...}) without a leading comma. */
+int tw_cluster_render_json(struct tw_server *srv, tw_buf *out);
+
+/* Appends the cluster's Prometheus figures. */
+int tw_cluster_render_prometheus(struct tw_server *srv, tw_buf *out);
+
+#endif /* TW_CLUSTER_H */

@@ -1,0 +1,258 @@
+"""The cluster: three real nodes on loopback, replication, resume on any node, failures,
+quorum durability, the nng#1518 listener repair, and a rolling restart behind haproxy."""
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from conftest import CLI, TMP, Client, free_port, origin_of, run, seq_of
+
+FAST = ["--cluster-heartbeat", "100ms", "--cluster-suspect-timeout", "500ms",
+        "--cluster-dead-timeout", "1s", "--ping-interval", "1s"]
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def make_cluster(node_factory, n=3, durability="local", extra=()):
+    cports = [free_port() for _ in range(n)]
+    peers = ",".join(f"tcp://127.0.0.1:{p}" for p in cports)
+    nodes = []
+    for i in range(n):
+        nodes.append(node_factory("--node-id", f"n{i + 1}", "--cluster-listen",
+                                  f"tcp://127.0.0.1:{cports[i]}", "--peers", peers,
+                                  "--durability", durability, *FAST, *extra))
+    for nd in nodes:  # start them all, then wait: each is ready once it has heard the rest
+        nd.start_async()
+    for nd in nodes:
+        nd.wait_ready()
+    for nd, cp in zip(nodes, cports):
+        nd.cport = cp
+    return nodes
+
+
+def stats(node):
+    return node.stats()
+
+
+def wait_until(pred, timeout=20, step=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def origins(node):
+    """Each origin's last seq in the node's log (origins with events: a node lists its own
+    origin at 0 before it has published anything, its peers do not list it)."""
+    return {o["origin"]: o["last_seq"] for o in stats(node)["store"]["origins"] if o["last_seq"]}
+
+
+def publish(node, channel, data):
+    status, body = node.post("/api/publish", {"channel": channel, "data": data})
+    assert status == 200, body
+    return json.loads(body)["pos"]
+
+
+def test_events_reach_every_node_and_cursors_span_origins(node_factory):
+    n1, n2, n3 = make_cluster(node_factory)
+
+    async def go():
+        c = await Client.connect(n2.url)
+        r = await c.request("subscribe", channel="vessel:42")
+        assert r["cursor"] == {(await c.request("connect"))["node"]: 0}
+        p1 = publish(n1, "vessel:42", {"from": 1})
+        p3 = publish(n3, "vessel:42", {"from": 3})
+        got = await c.events(2)
+        assert sorted(e["pos"] for e in got) == sorted([p1, p3])
+        # a resume from n2's view now spans three origins: ask with it on n1
+        cur = dict(r["cursor"])
+        for e in got:
+            cur[origin_of(e["pos"])] = seq_of(e["pos"])
+        e1 = await Client.connect(n1.url)
+        rr = await e1.request("subscribe", channel="vessel:42", since=cur)
+        assert rr["recovered"] is True and rr["replayed"] is False
+        assert {origin_of(p1), origin_of(p3)} == {origin_of(e["pos"]) for e in got}
+        # a websocket publish on n2 reaches a subscriber on n3
+        d = await Client.connect(n3.url)
+        await d.request("subscribe", channel="vessel:42")
+        ack = await c.request("publish", channel="vessel:42", data={"from": 2})
+        assert (await d.events(1))[0]["pos"] == ack["pos"]
+    run(go())
+    assert wait_until(lambda: origins(n1) == origins(n2) == origins(n3))
+    members = stats(n1)["cluster"]["members"]
+    assert sorted(m["state"] for m in members) == ["alive", "alive", "self"]
+
+
+def test_kill9_of_a_clients_node_resumes_on_another_with_nothing_missed(node_factory):
+    n1, n2, n3 = make_cluster(node_factory, durability="quorum")
+
+    async def go():
+        c = await Client.connect(n1.url)
+        cursor = (await c.request("subscribe", channel="orders"))["cursor"]
+        acked = []
+        for i in range(30):
+            acked.append(publish([n1, n2, n3][i % 3], "orders", i))
+        for e in await c.events(30):
+            cursor[origin_of(e["pos"])] = seq_of(e["pos"])
+        n1.kill9()  # the client's node dies; it resumes on n2
+        more = [publish([n2, n3][i % 2], "orders", 30 + i) for i in range(20)]
+        d = await Client.connect(n2.url)
+        r = await d.request("subscribe", channel="orders", since=cursor)
+        assert r["recovered"] is True
+        got = await d.events(20)
+        assert sorted(e["pos"] for e in got) == sorted(more)
+        assert sorted(e["data"] for e in got) == list(range(30, 50))
+    run(go())
+    n1.start()
+
+
+def test_restarted_node_catches_up_before_it_is_ready(node_factory):
+    n1, n2, n3 = make_cluster(node_factory)
+    n3.kill9()
+    for i in range(300):
+        publish(n1 if i % 2 else n2, f"c{i % 5}", i)
+    n3.start()  # start() returns once /readyz says 200: joined and caught up
+    assert origins(n3) == origins(n1) == origins(n2)
+
+    async def go():
+        c = await Client.connect(n3.url)
+        await c.request("subscribe", channel="c0", since={})
+        got = await c.events(60)
+        assert sorted(e["data"] for e in got) == list(range(0, 300, 5))
+    run(go())
+
+
+def test_paused_node_is_marked_dead_then_rejoins_and_converges(node_factory):
+    n1, n2, n3 = make_cluster(node_factory)
+    n3.proc.send_signal(signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: any(m["node"] == "n3" and m["state"] == "dead"
+                                      for m in stats(n1)["cluster"]["members"]))
+        for i in range(100):
+            publish(n1 if i % 2 else n2, "p", i)
+    finally:
+        n3.proc.send_signal(signal.SIGCONT)
+    assert wait_until(lambda: any(m["node"] == "n3" and m["state"] == "alive"
+                                  for m in stats(n1)["cluster"]["members"]))
+    assert wait_until(lambda: origins(n1) == origins(n2) == origins(n3))
+
+
+def test_quorum_publishes_refused_without_a_majority(node_factory):
+    n1, n2, n3 = make_cluster(node_factory, durability="quorum")
+    publish(n1, "q", "ok with three")
+    n2.kill9()
+    publish(n1, "q", "ok with two of three")
+    n3.kill9()
+    assert wait_until(lambda: sum(m["state"] in ("alive", "self")
+                                  for m in stats(n1)["cluster"]["members"]) == 1)
+    status, body = n1.post("/api/publish", {"channel": "q", "data": "alone"})
+    assert status == 503 and "quorum" in body
+    n2.start()
+    assert wait_until(lambda: n1.post("/api/publish", {"channel": "q", "data": "back"})[0] == 200)
+
+
+def test_garbage_on_the_cluster_port_does_not_stop_peers_joining(node_factory):
+    """nng#1518: peers dropping mid-handshake must not stall the listener."""
+    n1, n2, n3 = make_cluster(node_factory)
+    header = b"\x00SP\x00\x00\x51\x00\x00"
+    for i in range(200):
+        s = socket.create_connection(("127.0.0.1", n1.cport), timeout=2)
+        if i % 3 == 0:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        s.sendall(header[: i % 8])
+        s.close()
+    s = socket.create_connection(("127.0.0.1", n1.cport), timeout=2)
+    s.sendall(os.urandom(4096))  # and plain garbage
+    s.close()
+    n3.kill9()
+    n3.start()  # must rejoin through n1's listener (and the others')
+    p = publish(n3, "g", "after the garbage")
+    assert wait_until(lambda: origins(n1).get(origin_of(p)) == seq_of(p))
+    assert stats(n1)["cluster"]["bad_messages"] >= 0
+
+
+@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
+def test_rolling_restart_behind_haproxy_loses_nothing(node_factory, tmp_path):
+    """A subscriber (the C SDK through tidewire-cli) stays connected through haproxy while
+    all three nodes restart one at a time; every acknowledged event is printed once."""
+    nodes = make_cluster(node_factory)
+    front = free_port()
+    cfg = open(os.path.join(ROOT, "deploy/haproxy/haproxy.cfg")).read()
+    cfg = cfg.replace("bind 127.0.0.1:8080", f"bind 127.0.0.1:{front}")
+    for i, nd in enumerate(nodes):
+        cfg = cfg.replace(f"127.0.0.1:808{i + 1} check", f"127.0.0.1:{nd.port} check")
+    cfg = cfg.replace("log stdout format raw local0 notice", "")
+    cfg = cfg.replace("maxconn 200000", "maxconn 2000")  # within this machine's FD limit
+    cfg_path = tmp_path / "haproxy.cfg"
+    cfg_path.write_text(cfg)
+    hap = subprocess.Popen(["haproxy", "-f", str(cfg_path), "-db"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    sub = None
+    try:
+        url = f"ws://127.0.0.1:{front}/ws"
+        http = f"http://127.0.0.1:{front}"
+        assert wait_until(lambda: subprocess.run(["curl", "-sf", f"{http}/readyz"],
+                                                 capture_output=True).returncode == 0)
+        sub = subprocess.Popen([CLI, "sub", "roll", "--url", url, "--since", "{}"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        acked = []
+
+        def pub_via_lb(i):
+            for _ in range(100):  # retried until acknowledged, like a back end would
+                p = subprocess.run(["curl", "-sf", "-XPOST", f"{http}/api/publish", "-d",
+                                    json.dumps({"channel": "roll", "data": i})],
+                                   capture_output=True, text=True)
+                if p.returncode == 0:
+                    return json.loads(p.stdout)["pos"]
+                time.sleep(0.05)
+            raise AssertionError("publish never acknowledged")
+
+        n = 0
+        for nd in nodes:
+            for _ in range(15):
+                acked.append(pub_via_lb(n))
+                n += 1
+            nd.stop(signal.SIGTERM)
+            for _ in range(15):
+                acked.append(pub_via_lb(n))
+                n += 1
+            nd.start()
+        for _ in range(15):
+            acked.append(pub_via_lb(n))
+            n += 1
+        got = []
+        deadline = time.time() + 60
+        while len(got) < len(acked) and time.time() < deadline:
+            line = sub.stdout.readline()
+            if not line:
+                break
+            got.append(json.loads(line))
+        assert sorted(e["pos"] for e in got) == sorted(acked)
+        assert len({e["pos"] for e in got}) == len(got)
+    finally:
+        if sub:
+            sub.terminate()
+            sub.wait(10)
+        hap.terminate()
+        hap.wait(10)
+
+
+def test_chaos_short_run_loses_nothing():
+    """The at-least-once checker, briefly: kills, pauses, drains and dropped clients."""
+    env = dict(os.environ)
+    p = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tests/chaos/checker.py"),
+                        "--seconds", os.environ.get("TW_CHAOS_SECONDS", "30"), "--settle", "60",
+                        "--seed", "7"], capture_output=True, text=True, timeout=400, env=env)
+    print(p.stdout[-3000:], p.stderr[-3000:])
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    report = json.loads(p.stdout.strip().splitlines()[-1])
+    assert report["losses"] == 0 and report["events_acked"] > 100 and report["faults"] > 3
