@@ -350,17 +350,11 @@ static void api_presence(tw_conn *c, tw_http_request *req)
         respond_error(c, 403, "presence is not enabled for this channel");
         return;
     }
-    tw_session *const *m;
-    size_t n = tw_presence_members(srv->presence, ch, (size_t)len, &m);
-    tw_member *members = n ? calloc(n, sizeof *members) : NULL;
-    if (n && !members) {
+    tw_member *members;
+    size_t n = tw_presence_list(srv->presence, ch, (size_t)len, srv->cfg->node_id, &members);
+    if (n == (size_t)-1) {
         respond_error(c, 500, "out of memory");
         return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        members[i].user = m[i]->who ? m[i]->who->sub : NULL;
-        members[i].node = srv->cfg->node_id;
-        members[i].conn = m[i]->id;
     }
     tw_buf b;
     tw_buf_init(&b, 0);

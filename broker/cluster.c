@@ -6,11 +6,34 @@
 #include <string.h>
 #include <time.h>
 
+#include <cjson/cJSON.h>
+
 #include "gossip.h"
 #include "log.h"
+#include "presence.h"
 #include "server.h"
 
 #define MAX_MEMBERS 128
+/* Every node sends its whole local presence this often (and when a member comes back), so
+ * a lost delta is repaired and a restarted peer learns everything. */
+#define PRESENCE_SNAPSHOT_MS 5000
+/* A snapshot is cut into broadcasts of about this many bytes. */
+#define SNAPSHOT_PART_BYTES (128 * 1024)
+
+/* A presence message from a peer, waiting for the loop. */
+struct app_in {
+    struct app_in *next;
+    char node[TW_STORE_NODE_NAME_MAX + 1];
+    size_t len;
+    char data[];
+};
+
+/* What we track of each peer's presence reports. */
+struct peer_presence {
+    char node[TW_STORE_NODE_NAME_MAX + 1];
+    uint64_t gen;     /* generation of its members we hold */
+    int64_t snap_id;  /* the snapshot being received */
+};
 
 struct tw_cluster {
     tw_gossip *g;
@@ -23,7 +46,14 @@ struct tw_cluster {
     char **seeds;
     size_t nseeds;
     tw_member_state last_state[MAX_MEMBERS]; /* for logging changes */
+    char last_name[MAX_MEMBERS][TW_STORE_NODE_NAME_MAX + 1];
     size_t nlast;
+    struct app_in *in_head, *in_tail; /* under mu: presence messages from peers */
+    struct peer_presence *pp;
+    size_t npp;
+    uv_timer_t presence_timer;
+    int64_t snap_id;
+    int snapshot_due;
 };
 
 static int quorum_mode(const tw_server *srv)
@@ -98,6 +128,25 @@ static void on_quorum(void *arg, uint64_t seq)
     uv_async_send(&cl->async);
 }
 
+static void on_app(void *arg, const char *from, const void *data, size_t len)
+{
+    tw_server *srv = arg;
+    tw_cluster *cl = srv->cluster;
+    struct app_in *a = malloc(sizeof *a + len + 1);
+    if (!a) return; /* lost like a dropped message: the next snapshot repairs it */
+    a->next = NULL;
+    snprintf(a->node, sizeof a->node, "%s", from);
+    a->len = len;
+    memcpy(a->data, data, len);
+    a->data[len] = '\0';
+    pthread_mutex_lock(&cl->mu);
+    if (cl->in_tail) cl->in_tail->next = a;
+    else cl->in_head = a;
+    cl->in_tail = a;
+    pthread_mutex_unlock(&cl->mu);
+    uv_async_send(&cl->async);
+}
+
 static void on_members(void *arg)
 {
     tw_server *srv = arg;
@@ -124,6 +173,198 @@ static void release_acks(tw_server *srv, uint64_t quorum_seq)
     }
 }
 
+/* ---- Presence across the cluster ------------------------------------------------------ */
+
+static struct peer_presence *peer_get(tw_cluster *cl, const char *node)
+{
+    for (size_t i = 0; i < cl->npp; i++)
+        if (strcmp(cl->pp[i].node, node) == 0) return &cl->pp[i];
+    struct peer_presence *p = realloc(cl->pp, (cl->npp + 1) * sizeof *p);
+    if (!p) return NULL;
+    cl->pp = p;
+    p = &cl->pp[cl->npp++];
+    memset(p, 0, sizeof *p);
+    snprintf(p->node, sizeof p->node, "%s", node);
+    p->gen = 1;
+    p->snap_id = -1;
+    return p;
+}
+
+static void notify_leave(void *arg, const char *channel, size_t len, const tw_member *m)
+{
+    tw_presence_notify(arg, "leave", channel, len, m, NULL);
+}
+
+/* A member another node reported: listed, and announced when it is new. */
+static void remote_join(tw_server *srv, const char *channel, size_t len, const tw_member *m,
+                        uint64_t gen)
+{
+    int rc = tw_presence_remote_add(srv->presence, channel, len, m, gen);
+    if (rc == 1) tw_presence_notify(srv, "join", channel, len, m, NULL);
+    else if (rc < 0) tw_warn("presence-nomem", "out of memory listing a member of another node");
+}
+
+/* Reads one [channel, user|null, conn] or {"ch","u","c"} member from a peer's message. */
+static int read_member(tw_server *srv, const cJSON *ch, const cJSON *u, const cJSON *conn,
+                       const char *node, tw_member *m, size_t *len)
+{
+    if (!cJSON_IsString(ch) || !cJSON_IsString(conn) || !(cJSON_IsString(u) || cJSON_IsNull(u)))
+        return -1;
+    *len = strlen(ch->valuestring);
+    if (!tw_channel_valid(ch->valuestring, *len, srv->limits.max_channel_len) ||
+        strlen(conn->valuestring) > 32 || (cJSON_IsString(u) && strlen(u->valuestring) > 255))
+        return -1;
+    m->user = cJSON_IsString(u) ? u->valuestring : NULL;
+    m->node = node;
+    m->conn = conn->valuestring;
+    return 0;
+}
+
+/* One presence message from a peer: a delta {"t":"d","op","ch","u","c"} or a snapshot part
+ * {"t":"s","id","last","m":[[ch,u,c]...]}. A snapshot's members get a new generation; its
+ * last part retires the ones of older generations (gone from that node since). */
+static void apply_presence(tw_server *srv, const char *node, const char *text, size_t len)
+{
+    tw_cluster *cl = srv->cluster;
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    const cJSON *t = j ? cJSON_GetObjectItemCaseSensitive(j, "t") : NULL;
+    struct peer_presence *pp = peer_get(cl, node);
+    if (!cJSON_IsString(t) || !pp) goto out;
+    tw_member m;
+    size_t chlen;
+    if (strcmp(t->valuestring, "d") == 0) {
+        const cJSON *op = cJSON_GetObjectItemCaseSensitive(j, "op");
+        const cJSON *ch = cJSON_GetObjectItemCaseSensitive(j, "ch");
+        if (!cJSON_IsString(op) ||
+            read_member(srv, ch, cJSON_GetObjectItemCaseSensitive(j, "u"),
+                        cJSON_GetObjectItemCaseSensitive(j, "c"), node, &m, &chlen) != 0)
+            goto out;
+        if (strcmp(op->valuestring, "join") == 0)
+            remote_join(srv, ch->valuestring, chlen, &m, pp->gen);
+        else
+            tw_presence_remote_remove(srv->presence, ch->valuestring, chlen, node, m.conn,
+                                      notify_leave, srv);
+    } else if (strcmp(t->valuestring, "s") == 0) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(j, "id");
+        const cJSON *last = cJSON_GetObjectItemCaseSensitive(j, "last");
+        const cJSON *ms = cJSON_GetObjectItemCaseSensitive(j, "m");
+        if (!cJSON_IsNumber(id) || !cJSON_IsArray(ms)) goto out;
+        if ((int64_t)id->valuedouble != pp->snap_id) { /* a new snapshot begins */
+            pp->snap_id = (int64_t)id->valuedouble;
+            pp->gen++;
+        }
+        const cJSON *e;
+        cJSON_ArrayForEach(e, ms)
+        {
+            if (cJSON_GetArraySize(e) != 3) continue;
+            const cJSON *ch = cJSON_GetArrayItem(e, 0);
+            if (read_member(srv, ch, cJSON_GetArrayItem(e, 1), cJSON_GetArrayItem(e, 2), node, &m,
+                            &chlen) == 0)
+                remote_join(srv, ch->valuestring, chlen, &m, pp->gen);
+        }
+        if (cJSON_IsTrue(last)) tw_presence_remote_sweep(srv->presence, node, pp->gen, notify_leave, srv);
+    }
+out:
+    cJSON_Delete(j);
+}
+
+static void broadcast(tw_cluster *cl, tw_buf *b)
+{
+    int rc = tw_gossip_broadcast(cl->g, tw_buf_data(b), b->len);
+    if (rc != 0)
+        tw_warn("presence-send", "presence not sent to peers: %s (the next snapshot repairs it)",
+                tw_gossip_strerror(rc));
+}
+
+static int put_member(tw_buf *b, const tw_member *m)
+{
+    int rc = 0;
+    if (m->user) rc |= tw_buf_append_json_string(b, m->user, strlen(m->user));
+    else rc |= tw_buf_append_str(b, "null");
+    rc |= tw_buf_putc(b, ',');
+    rc |= tw_buf_append_json_string(b, m->conn, strlen(m->conn));
+    return rc;
+}
+
+void tw_cluster_presence_changed(tw_server *srv, const char *op, const char *channel, size_t len,
+                                 const tw_member *who)
+{
+    tw_cluster *cl = srv->cluster;
+    if (!cl || !cl->g) return;
+    tw_buf b;
+    tw_buf_init(&b, 0);
+    int rc = tw_buf_printf(&b, "{\"t\":\"d\",\"op\":\"%s\",\"ch\":", op);
+    rc |= tw_buf_append_json_string(&b, channel, len);
+    rc |= tw_buf_append_str(&b, ",\"u\":");
+    if (who->user) rc |= tw_buf_append_json_string(&b, who->user, strlen(who->user));
+    else rc |= tw_buf_append_str(&b, "null");
+    rc |= tw_buf_append_str(&b, ",\"c\":");
+    rc |= tw_buf_append_json_string(&b, who->conn, strlen(who->conn));
+    rc |= tw_buf_putc(&b, '}');
+    if (rc == 0) broadcast(cl, &b);
+    tw_buf_free(&b);
+}
+
+struct snap {
+    tw_server *srv;
+    tw_buf b;
+    size_t count;
+    int rc;
+};
+
+static void snap_begin(struct snap *sn)
+{
+    sn->rc |= tw_buf_printf(&sn->b, "{\"t\":\"s\",\"id\":%lld,\"m\":[",
+                            (long long)sn->srv->cluster->snap_id);
+    sn->count = 0;
+}
+
+static void snap_end(struct snap *sn, int last)
+{
+    sn->rc |= tw_buf_printf(&sn->b, "],\"last\":%s}", last ? "true" : "false");
+    if (sn->rc == 0) broadcast(sn->srv->cluster, &sn->b);
+    tw_buf_reset(&sn->b, 0);
+    sn->rc = 0;
+}
+
+static void snap_member(void *arg, const char *channel, size_t len, struct tw_session *s)
+{
+    struct snap *sn = arg;
+    tw_member m;
+    tw_presence_member_of(s, sn->srv->cfg->node_id, &m);
+    sn->rc |= tw_buf_append_str(&sn->b, sn->count ? ",[" : "[");
+    sn->rc |= tw_buf_append_json_string(&sn->b, channel, len);
+    sn->rc |= tw_buf_putc(&sn->b, ',');
+    sn->rc |= put_member(&sn->b, &m);
+    sn->rc |= tw_buf_putc(&sn->b, ']');
+    sn->count++;
+    if (sn->b.len >= SNAPSHOT_PART_BYTES) {
+        snap_end(sn, 0);
+        snap_begin(sn);
+    }
+}
+
+/* Our whole local presence to every peer, in parts; the last part lets them retire what we
+ * no longer report. Sent even when empty: that is how peers learn everyone left. */
+static void send_snapshot(tw_server *srv)
+{
+    tw_cluster *cl = srv->cluster;
+    struct snap sn = {.srv = srv};
+    tw_buf_init(&sn.b, 0);
+    cl->snap_id++;
+    snap_begin(&sn);
+    tw_presence_each_local(srv->presence, snap_member, &sn);
+    snap_end(&sn, 1);
+    tw_buf_free(&sn.b);
+    cl->snapshot_due = 0;
+}
+
+static void on_presence_timer(uv_timer_t *t)
+{
+    tw_server *srv = t->data;
+    if (srv->cluster && srv->cluster->g && !srv->draining) send_snapshot(srv);
+}
+
 static void log_member_changes(tw_server *srv)
 {
     tw_cluster *cl = srv->cluster;
@@ -132,11 +373,22 @@ static void log_member_changes(tw_server *srv)
     tw_gossip_members(cl->g, m, MAX_MEMBERS, &n);
     if (n > MAX_MEMBERS) n = MAX_MEMBERS;
     for (size_t i = 0; i < n; i++) {
-        if (i < cl->nlast && cl->last_state[i] == m[i].state) continue;
+        if (i < cl->nlast && cl->last_state[i] == m[i].state &&
+            strcmp(cl->last_name[i], m[i].name) == 0)
+            continue;
         if (m[i].state != TW_MEMBER_SELF)
             tw_info("cluster-member", "member %s (%s) is %s", m[i].name[0] ? m[i].name : "?",
                     m[i].addr, tw_member_state_name(m[i].state));
+        if (m[i].name[0] && (m[i].state == TW_MEMBER_DEAD || m[i].state == TW_MEMBER_LEFT)) {
+            /* Its clients are gone (or reconnecting elsewhere, where they join again). */
+            tw_presence_remote_sweep(srv->presence, m[i].name, UINT64_MAX, notify_leave, srv);
+            struct peer_presence *pp = peer_get(cl, m[i].name);
+            if (pp) pp->snap_id = -1;
+        } else if (m[i].state == TW_MEMBER_ALIVE) {
+            cl->snapshot_due = 1; /* a member (back) alive learns our presence at once */
+        }
         cl->last_state[i] = m[i].state;
+        memcpy(cl->last_name[i], m[i].name, sizeof cl->last_name[i]); /* same size, NUL-ended */
     }
     cl->nlast = n;
 }
@@ -149,9 +401,17 @@ static void on_async(uv_async_t *a)
     uint64_t q = cl->quorum_seq;
     int changed = cl->members_changed;
     cl->members_changed = 0;
+    struct app_in *in = cl->in_head;
+    cl->in_head = cl->in_tail = NULL;
     pthread_mutex_unlock(&cl->mu);
     release_acks(srv, q);
     if (changed) log_member_changes(srv);
+    for (struct app_in *x = in, *next; x; x = next) {
+        next = x->next;
+        apply_presence(srv, x->node, x->data, x->len);
+        free(x);
+    }
+    if (cl->snapshot_due && cl->g && !srv->draining) send_snapshot(srv);
 }
 
 static int split_seeds(tw_cluster *cl, const char *peers)
@@ -205,7 +465,10 @@ int tw_cluster_start(tw_server *srv)
         .tls_cert_file = *cfg->cluster_tls_cert ? cfg->cluster_tls_cert : NULL,
         .tls_key_file = *cfg->cluster_tls_key ? cfg->cluster_tls_key : NULL,
         .tls_ca_file = *cfg->cluster_tls_ca ? cfg->cluster_tls_ca : NULL,
-        .cb = {.on_events = on_events, .on_members = on_members, .on_quorum = on_quorum},
+        .cb = {.on_events = on_events,
+               .on_members = on_members,
+               .on_quorum = on_quorum,
+               .on_app = on_app},
         .cb_arg = srv,
     };
     int rc = tw_gossip_start(&cl->g, &o, applied, napplied);
@@ -214,6 +477,10 @@ int tw_cluster_start(tw_server *srv)
                  tw_gossip_strerror(rc));
         return -1;
     }
+    uv_timer_init(srv->loop, &cl->presence_timer);
+    cl->presence_timer.data = srv;
+    uv_timer_start(&cl->presence_timer, on_presence_timer, PRESENCE_SNAPSHOT_MS,
+                   PRESENCE_SNAPSHOT_MS);
     tw_info("cluster", "cluster listening on %s with %zu seed(s); durability %s",
             cfg->cluster_listen, cl->nseeds, cfg->durability);
     return 0;
@@ -241,6 +508,11 @@ void tw_cluster_free(tw_server *srv)
         cl->held_head = p->next;
         tw_publish_free(srv, p);
     }
+    for (struct app_in *a = cl->in_head, *next; a; a = next) {
+        next = a->next;
+        free(a);
+    }
+    free(cl->pp);
     for (size_t i = 0; i < cl->nseeds; i++)
         free(cl->seeds[i]);
     free(cl->seeds);
@@ -290,6 +562,18 @@ int tw_cluster_hold_ack(tw_server *srv, tw_publish *p)
     uint64_t q = cl->quorum_seq;
     pthread_mutex_unlock(&cl->mu);
     release_acks(srv, q);
+    return 0;
+}
+
+int tw_cluster_knows_origin(tw_server *srv, const char *origin)
+{
+    tw_cluster *cl = srv->cluster;
+    if (!cl || !cl->g) return 0;
+    tw_member_info m[MAX_MEMBERS];
+    size_t n = 0;
+    tw_gossip_members(cl->g, m, MAX_MEMBERS, &n);
+    for (size_t i = 0; i < n && i < MAX_MEMBERS; i++)
+        if (m[i].origin[0] && strcmp(m[i].origin, origin) == 0) return 1;
     return 0;
 }
 

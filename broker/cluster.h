@@ -46,6 +46,17 @@ int tw_cluster_quorum_possible(struct tw_server *srv);
  * single node): the caller acknowledges at once and keeps p. */
 int tw_cluster_hold_ack(struct tw_server *srv, struct tw_publish *p);
 
+/* A member joined or left a presence channel on this node: tell the peers (a delta; every
+ * node also sends its whole presence every few seconds, and peers drop a dead or departed
+ * node's members). */
+struct tw_member;
+void tw_cluster_presence_changed(struct tw_server *srv, const char *op, const char *channel,
+                                 size_t len, const struct tw_member *who);
+
+/* 1 when `origin` is the origin of a cluster member (alive or not): its events exist in the
+ * cluster even if this node has not received them yet. */
+int tw_cluster_knows_origin(struct tw_server *srv, const char *origin);
+
 /* 1 when the node has joined its cluster and caught up (always 1 for a single node). */
 int tw_cluster_ready(struct tw_server *srv);
 

@@ -9,11 +9,19 @@
 
 #define NCHAINS 256
 
+/* A member on another node, as that node reported it. */
+typedef struct rmember {
+    char *node, *conn, *user; /* user NULL: a client without a token */
+    uint64_t gen;
+} rmember;
+
 typedef struct entry {
     char *name;
     size_t len;
-    struct tw_session **m;
+    struct tw_session **m; /* members on this node, in the order they joined */
     size_t n, cap;
+    rmember *r;            /* members on other nodes */
+    size_t rn, rcap;
     struct entry *next;
 } entry;
 
@@ -26,15 +34,30 @@ tw_presence *tw_presence_new(void)
     return calloc(1, sizeof(tw_presence));
 }
 
+static void rmember_free(rmember *m)
+{
+    free(m->node);
+    free(m->conn);
+    free(m->user);
+}
+
+static void entry_free(entry *e)
+{
+    for (size_t i = 0; i < e->rn; i++)
+        rmember_free(&e->r[i]);
+    free(e->r);
+    free(e->name);
+    free(e->m);
+    free(e);
+}
+
 void tw_presence_free(tw_presence *p)
 {
     if (!p) return;
     for (size_t i = 0; i < NCHAINS; i++)
         for (entry *e = p->chains[i], *next; e; e = next) {
             next = e->next;
-            free(e->name);
-            free(e->m);
-            free(e);
+            entry_free(e);
         }
     free(p);
 }
@@ -55,30 +78,41 @@ static entry **find(tw_presence *p, const char *channel, size_t len)
     return pp;
 }
 
-int tw_presence_add(tw_presence *p, const char *channel, size_t len, struct tw_session *s)
+/* The channel's entry, made if missing; NULL on ENOMEM. */
+static entry *entry_get(tw_presence *p, const char *channel, size_t len)
 {
     entry **pp = find(p, channel, len);
     entry *e = *pp;
-    if (!e) {
-        e = calloc(1, sizeof *e);
-        if (!e || !(e->name = malloc(len))) {
-            free(e);
-            return -ENOMEM;
-        }
-        memcpy(e->name, channel, len);
-        e->len = len;
-        *pp = e;
+    if (e) return e;
+    e = calloc(1, sizeof *e);
+    if (!e || !(e->name = malloc(len ? len : 1))) {
+        free(e);
+        return NULL;
     }
+    memcpy(e->name, channel, len);
+    e->len = len;
+    *pp = e;
+    return e;
+}
+
+/* Drops the channel's entry once nobody is left in it, here or elsewhere. */
+static void entry_release(tw_presence *p, entry *e)
+{
+    if (e->n || e->rn) return;
+    entry **pp = find(p, e->name, e->len);
+    *pp = e->next;
+    entry_free(e);
+}
+
+int tw_presence_add(tw_presence *p, const char *channel, size_t len, struct tw_session *s)
+{
+    entry *e = entry_get(p, channel, len);
+    if (!e) return -ENOMEM;
     if (e->n == e->cap) {
         size_t cap = e->cap ? e->cap * 2 : 4;
         struct tw_session **m = realloc(e->m, cap * sizeof *m);
         if (!m) {
-            if (e->n == 0) { /* do not leave an empty entry behind */
-                *pp = e->next;
-                free(e->name);
-                free(e->m);
-                free(e);
-            }
+            entry_release(p, e); /* do not leave an empty entry behind */
             return -ENOMEM;
         }
         e->m = m;
@@ -98,15 +132,122 @@ int tw_presence_remove(tw_presence *p, const char *channel, size_t len, struct t
         if (e->m[i] == s) {
             /* Members keep the order they joined in: a presence list reads naturally. */
             memmove(&e->m[i], &e->m[i + 1], (e->n - i - 1) * sizeof e->m[0]);
-            if (--e->n == 0) {
-                *pp = e->next;
-                free(e->name);
-                free(e->m);
-                free(e);
-            }
+            e->n--;
+            entry_release(p, e);
             return 1;
         }
     return 0;
+}
+
+void tw_presence_each_local(tw_presence *p, tw_presence_local_cb cb, void *arg)
+{
+    for (size_t i = 0; p && i < NCHAINS; i++)
+        for (entry *e = p->chains[i]; e; e = e->next)
+            for (size_t k = 0; k < e->n; k++)
+                cb(arg, e->name, e->len, e->m[k]);
+}
+
+static int same(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+int tw_presence_remote_add(tw_presence *p, const char *channel, size_t len, const tw_member *m,
+                           uint64_t gen)
+{
+    entry *e = entry_get(p, channel, len);
+    if (!e) return -ENOMEM;
+    for (size_t i = 0; i < e->rn; i++)
+        if (strcmp(e->r[i].node, m->node) == 0 && strcmp(e->r[i].conn, m->conn) == 0) {
+            e->r[i].gen = gen; /* still there (a snapshot or a repeated join) */
+            if (same(e->r[i].user, m->user)) return 0;
+            free(e->r[i].user);
+            e->r[i].user = dup_or_null(m->user);
+            return 0;
+        }
+    if (e->rn == e->rcap) {
+        size_t cap = e->rcap ? e->rcap * 2 : 4;
+        rmember *r = realloc(e->r, cap * sizeof *r);
+        if (!r) {
+            entry_release(p, e);
+            return -ENOMEM;
+        }
+        e->r = r;
+        e->rcap = cap;
+    }
+    rmember *x = &e->r[e->rn];
+    x->node = strdup(m->node);
+    x->conn = strdup(m->conn);
+    x->user = dup_or_null(m->user);
+    x->gen = gen;
+    if (!x->node || !x->conn || (m->user && !x->user)) {
+        rmember_free(x);
+        entry_release(p, e);
+        return -ENOMEM;
+    }
+    e->rn++;
+    return 1;
+}
+
+/* Removes remote member i of e, telling cb first. */
+static void remote_drop(tw_presence *p, entry *e, size_t i, tw_presence_change_cb cb, void *arg)
+{
+    tw_member m = {e->r[i].user, e->r[i].node, e->r[i].conn};
+    if (cb) cb(arg, e->name, e->len, &m);
+    rmember_free(&e->r[i]);
+    memmove(&e->r[i], &e->r[i + 1], (e->rn - i - 1) * sizeof e->r[0]);
+    e->rn--;
+}
+
+int tw_presence_remote_remove(tw_presence *p, const char *channel, size_t len, const char *node,
+                              const char *conn, tw_presence_change_cb cb, void *arg)
+{
+    entry *e = p ? *find(p, channel, len) : NULL;
+    for (size_t i = 0; e && i < e->rn; i++)
+        if (strcmp(e->r[i].node, node) == 0 && strcmp(e->r[i].conn, conn) == 0) {
+            remote_drop(p, e, i, cb, arg);
+            entry_release(p, e);
+            return 1;
+        }
+    return 0;
+}
+
+void tw_presence_remote_sweep(tw_presence *p, const char *node, uint64_t gen,
+                              tw_presence_change_cb cb, void *arg)
+{
+    for (size_t c = 0; p && c < NCHAINS; c++)
+        for (entry *e = p->chains[c], *next; e; e = next) {
+            next = e->next;
+            for (size_t i = 0; i < e->rn;) {
+                if (strcmp(e->r[i].node, node) == 0 && e->r[i].gen < gen)
+                    remote_drop(p, e, i, cb, arg);
+                else
+                    i++;
+            }
+            entry_release(p, e);
+        }
+}
+
+size_t tw_presence_list(tw_presence *p, const char *channel, size_t len, const char *node,
+                        tw_member **out)
+{
+    entry *e = p ? *find(p, channel, len) : NULL;
+    *out = NULL;
+    if (!e) return 0;
+    size_t n = e->n + e->rn;
+    tw_member *m = calloc(n ? n : 1, sizeof *m);
+    if (!m) return (size_t)-1;
+    for (size_t i = 0; i < e->n; i++)
+        tw_presence_member_of(e->m[i], node, &m[i]);
+    for (size_t i = 0; i < e->rn; i++)
+        m[e->n + i] = (tw_member){e->r[i].user, e->r[i].node, e->r[i].conn};
+    *out = m;
+    return n;
 }
 
 size_t tw_presence_members(tw_presence *p, const char *channel, size_t len,

@@ -5,7 +5,8 @@
  * and `refreshed` {exp} for the refresh op.
  *
  * Only channels whose namespace enables presence are tracked, so the table costs nothing
- * where nobody asked for it. The cluster-wide view comes with replication (issue 4).
+ * where nobody asked for it. Members on other nodes are kept beside them (the cluster's
+ * view, fed by cluster.c from what peers broadcast).
  *
  * Loop thread only.
  */
@@ -45,6 +46,40 @@ int tw_presence_remove(tw_presence *p, const char *channel, size_t len, struct t
  * remove). Returns their number. */
 size_t tw_presence_members(tw_presence *p, const char *channel, size_t len,
                            struct tw_session *const **out);
+
+/* ---- The cluster's view: members on other nodes (reported through gossip) ---------------- */
+
+/* Fills *m for a local session (node: this node's name). Defined by the session module. */
+void tw_presence_member_of(struct tw_session *s, const char *node, tw_member *m);
+
+typedef void (*tw_presence_local_cb)(void *arg, const char *channel, size_t len,
+                                     struct tw_session *s);
+/* Calls cb for every local member of every channel (for a snapshot to peers). */
+void tw_presence_each_local(tw_presence *p, tw_presence_local_cb cb, void *arg);
+
+/* Told of a remote member that is going (its strings valid during the call). */
+typedef void (*tw_presence_change_cb)(void *arg, const char *channel, size_t len,
+                                      const tw_member *m);
+
+/* Adds (or refreshes, setting its generation) a member another node reported; strings are
+ * copied, m->node and m->conn required. Returns 1 when new, 0 when it was known, -ENOMEM. */
+int tw_presence_remote_add(tw_presence *p, const char *channel, size_t len, const tw_member *m,
+                           uint64_t gen);
+
+/* Removes a remote member (cb told first); returns 1 when it was one. */
+int tw_presence_remote_remove(tw_presence *p, const char *channel, size_t len, const char *node,
+                              const char *conn, tw_presence_change_cb cb, void *arg);
+
+/* Removes every member of `node` whose generation is below gen (UINT64_MAX: all of them:
+ * the node died or left), telling cb of each first. */
+void tw_presence_remote_sweep(tw_presence *p, const char *node, uint64_t gen,
+                              tw_presence_change_cb cb, void *arg);
+
+/* Every member of a channel, this node's first (in join order) then the others': a malloc'd
+ * array in *out (free it; strings borrowed, valid until the table changes). Returns the count
+ * (0: *out NULL), or (size_t)-1 on ENOMEM. */
+size_t tw_presence_list(tw_presence *p, const char *channel, size_t len, const char *node,
+                        tw_member **out);
 
 /* Appends `presence` {id?, channel, members}. 0, -ENOMEM or -EINVAL; *b as it was on error. */
 int tw_presence_encode(tw_buf *b, tw_encoding enc, const int64_t *id, const char *channel,

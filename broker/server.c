@@ -24,6 +24,13 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+int tw_server_holds_origin(const tw_server *srv, const char *origin)
+{
+    for (size_t i = 0; i < srv->nheads; i++)
+        if (strcmp(srv->heads[i]->id, origin) == 0) return 1;
+    return 0;
+}
+
 tw_origin_head *tw_server_origin(tw_server *srv, const char *origin)
 {
     for (size_t i = 0; i < srv->nheads; i++)

@@ -170,6 +170,12 @@ void tw_session_check_auth(tw_session *s, uint64_t now_ms, int64_t wall_s);
 /* Sends an error reply. */
 void tw_session_error(tw_session *s, const int64_t *id, int code, const char *message);
 
+/* Sends `join` or `leave` for `who` to the channel's members on this node (but `except`),
+ * where the channel's namespace enables join/leave. */
+struct tw_member;
+void tw_presence_notify(tw_server *srv, const char *op, const char *channel, size_t len,
+                        const struct tw_member *who, const tw_session *except);
+
 /* The backlog shrank (write completed): resume feeding from the log if it was waiting. */
 void tw_session_on_drain(tw_session *s);
 
@@ -349,6 +355,9 @@ int tw_server_run(const tw_config *cfg);
 
 /* Makes the loop run another turn without waiting for I/O (catch-up work is queued). */
 void tw_server_kick(tw_server *srv);
+
+/* 1 when this node's log holds events of `origin` (it is in the head vector). */
+int tw_server_holds_origin(const tw_server *srv, const char *origin);
 
 /* The interned origin id for `origin`, adding it to the head vector if new. */
 tw_origin_head *tw_server_origin(tw_server *srv, const char *origin);

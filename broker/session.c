@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cluster.h"
 #include "log.h"
 #include "server.h"
 
@@ -171,30 +172,37 @@ static int64_t wall_s(void)
     return (int64_t)time(NULL);
 }
 
-static void member_of(tw_session *s, tw_member *m)
+void tw_presence_member_of(tw_session *s, const char *node, tw_member *m)
 {
     m->user = s->who ? s->who->sub : NULL;
-    m->node = s->conn->srv->cfg->node_id;
+    m->node = node;
     m->conn = s->id;
 }
 
-/* Tells the channel's other members that s joined or left (namespaces with join-leave). */
-static void presence_notify(tw_session *s, const char *op, const char *channel, size_t len)
+void tw_presence_notify(tw_server *srv, const char *op, const char *channel, size_t len,
+                        const tw_member *who, const tw_session *except)
 {
-    tw_server *srv = s->conn->srv;
     if (!tw_auth_flags(srv->auth, channel, len).join_leave) return;
-    tw_member who;
-    member_of(s, &who);
     tw_session *const *m;
     size_t n = tw_presence_members(srv->presence, channel, len, &m);
     for (size_t i = 0; i < n; i++) {
-        if (m[i] == s || tw_ws_closing(&m[i]->ws)) continue;
+        if (m[i] == except || tw_ws_closing(&m[i]->ws)) continue;
         tw_buf b;
         tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
-        if (tw_presence_encode_change(&b, m[i]->enc, op, channel, len, &who) == 0)
+        if (tw_presence_encode_change(&b, m[i]->enc, op, channel, len, who) == 0)
             tw_session_send_buf(m[i], &b);
         tw_buf_free(&b);
     }
+}
+
+/* A local member joined or left: tell this node's other members and the cluster's. */
+static void presence_changed(tw_session *s, const char *op, const char *channel, size_t len)
+{
+    tw_server *srv = s->conn->srv;
+    tw_member who;
+    tw_presence_member_of(s, srv->cfg->node_id, &who);
+    tw_presence_notify(srv, op, channel, len, &who, s);
+    tw_cluster_presence_changed(srv, op, channel, len, &who);
 }
 
 static void presence_join(tw_session *s, const char *channel, size_t len)
@@ -207,14 +215,14 @@ static void presence_join(tw_session *s, const char *channel, size_t len)
                 s->id);
         return;
     }
-    presence_notify(s, "join", channel, len);
+    presence_changed(s, "join", channel, len);
 }
 
 static void presence_leave(tw_session *s, const char *channel, size_t len)
 {
     tw_server *srv = s->conn->srv;
     if (tw_presence_remove(srv->presence, channel, len, s))
-        presence_notify(s, "leave", channel, len);
+        presence_changed(s, "leave", channel, len);
 }
 
 /* Takes a token: verifies it and makes its claims the session's identity. Returns 0, or the
@@ -339,9 +347,26 @@ static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
     int recovered = 1, replayed = 0;
     if (from_log) {
         int rc = 0;
-        if (a->has_since)
-            rc = tw_store_resolve_cursor(srv->reader, a->channel, a->channel_len,
-                                         a->since.entries, a->since.n, &after, &recovered);
+        if (a->has_since) {
+            /* In a cluster a cursor may be ahead of this node: it names an origin of a
+             * member whose events have not reached this node's log yet. Nothing of it is
+             * lost (it arrives by replication and is delivered live; the SDK drops what the
+             * client has), so such entries must not make the resume unrecovered. */
+            tw_store_cursor_entry held[64];
+            size_t nheld = 0;
+            const tw_store_cursor_entry *cur = a->since.entries;
+            size_t ncur = a->since.n;
+            if (srv->cluster && ncur <= 64) {
+                for (size_t i = 0; i < ncur; i++)
+                    if (tw_server_holds_origin(srv, cur[i].origin) ||
+                        !tw_cluster_knows_origin(srv, cur[i].origin))
+                        held[nheld++] = cur[i];
+                cur = held;
+                ncur = nheld;
+            }
+            rc = tw_store_resolve_cursor(srv->reader, a->channel, a->channel_len, cur, ncur,
+                                         &after, &recovered);
+        }
         if (rc == 0 && a->last > 0) {
             uint64_t tail = 0;
             rc = tw_store_channel_tail(srv->reader, a->channel, a->channel_len, a->last, &tail);
@@ -488,15 +513,12 @@ static void presence_op(tw_session *s, tw_request *req, const int64_t *id)
         forbidden(s, id, "not allowed to see this channel");
         return;
     }
-    tw_session *const *m;
-    size_t n = tw_presence_members(srv->presence, ch, len, &m);
-    tw_member *members = n ? calloc(n, sizeof *members) : NULL;
-    if (n && !members) {
+    tw_member *members;
+    size_t n = tw_presence_list(srv->presence, ch, len, srv->cfg->node_id, &members);
+    if (n == (size_t)-1) {
         tw_session_error(s, id, 500, "out of memory");
         return;
     }
-    for (size_t i = 0; i < n; i++)
-        member_of(m[i], &members[i]);
     tw_buf b;
     tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
     send_encoded(s, &b, tw_presence_encode(&b, s->enc, id, ch, len, members, n));

@@ -115,6 +115,16 @@ struct pending {
     uint64_t failed_seq;
 };
 
+/* An owner's message waiting for the gossip thread to send it to every live member. */
+struct app_msg {
+    struct app_msg *next;
+    size_t len;
+    unsigned char data[];
+};
+
+/* Bound on the outbox: an owner broadcasting faster than the thread sends gets ECLOSED. */
+#define APP_OUTBOX_MAX (8u << 20)
+
 struct tw_gossip {
     /* Immutable after start. */
     char name[TW_STORE_NODE_NAME_MAX + 1];
@@ -141,6 +151,8 @@ struct tw_gossip {
     nng_msg **in_v;
     size_t in_n, in_cap, in_bytes;
     int recv_parked; /* the receive was not re-armed: the inbox was full */
+    struct app_msg *app_head, *app_tail; /* tw_gossip_broadcast's outbox, in call order */
+    size_t app_bytes;
     uint64_t req_local_last;
     struct pending *pend;
     size_t npend, cappend;
@@ -1175,6 +1187,12 @@ static void handle_msg(tw_gossip *g, nng_msg *msg, uint64_t now)
     case TW_GW_PROBE:
         on_probe(g, &m);
         break;
+    case TW_GW_APP: {
+        /* Only from members we know: anyone can speak SP to the port. */
+        struct tw_gossip__member *peer = tw_gossip__members_find(&g->mt, m.sender);
+        if (peer && g->cb.on_app) g->cb.on_app(g->cb_arg, m.sender, m.app, m.app_len);
+        break;
+    }
     }
     tw_gw_msg_free(&m);
 }
@@ -1249,6 +1267,23 @@ static void timed_wait(tw_gossip *g, uint32_t ms)
     pthread_cond_timedwait(&g->cv, &g->mu, &ts);
 }
 
+/* The owner's broadcasts: to every member heard from that is not dead or gone. */
+static void send_apps(tw_gossip *g, struct app_msg *apps)
+{
+    for (struct app_msg *a = apps, *next; a; a = next) {
+        next = a->next;
+        tw_gw_buf_reset(&g->out);
+        tw_gw_put_header(&g->out, TW_GW_APP, g->name, g->incarnation);
+        tw_gw_put_app(&g->out, a->data, (uint32_t)a->len);
+        for (size_t i = 0; i < g->mt.n; i++) {
+            struct tw_gossip__member *m = g->mt.v[i];
+            if (!m->name[0] || m->state == TW_MEMBER_DEAD || m->gone || !m->dial) continue;
+            send_out(g, m->dial);
+        }
+        free(a);
+    }
+}
+
 static void *gossip_main(void *arg)
 {
     tw_gossip *g = arg;
@@ -1266,8 +1301,11 @@ static void *gossip_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&g->mu);
         if (g->in_n == 0 && g->npend == 0 && g->req_local_last <= g->local_last &&
-            !(g->stop_req && !g->leaving) && !g->test_stall)
+            !(g->stop_req && !g->leaving) && !g->test_stall && !g->app_head)
             timed_wait(g, TICK_MS);
+        struct app_msg *apps = g->app_head;
+        g->app_head = g->app_tail = NULL;
+        g->app_bytes = 0;
         /* Take everything queued: the inbox, the owner's reports, the flags. */
         nwork = g->in_n;
         if (nwork > g->work_cap) {
@@ -1317,6 +1355,7 @@ static void *gossip_main(void *arg)
         }
         for (size_t i = 0; i < npend; i++)
             apply_pending(g, &g->wpend[i], now);
+        send_apps(g, apps);
         if (req_last > g->local_last) g->local_last = req_last;
         if (stall && g->listening) nng_listener_close(g->listener); /* listening stays 1 */
 
@@ -1445,6 +1484,10 @@ static void free_gossip(tw_gossip *g)
     for (size_t i = 0; i < g->in_n; i++)
         nng_msg_free(g->in_v[i]);
     free(g->in_v);
+    for (struct app_msg *a = g->app_head, *next; a; a = next) {
+        next = a->next;
+        free(a);
+    }
     free(g->pend);
     free(g->pub);
     free(g->origins);
@@ -1691,6 +1734,30 @@ void tw_gossip_apply_failed(tw_gossip *g, const char *origin, uint64_t applied_s
     }
     pthread_cond_signal(&g->cv);
     pthread_mutex_unlock(&g->mu);
+}
+
+int tw_gossip_broadcast(tw_gossip *g, const void *data, size_t len)
+{
+    struct app_msg *a;
+
+    if (!g || (len && !data) || len > TW_GW_APP_MAX) return TW_GOSSIP_EINVAL;
+    if (!(a = malloc(sizeof(*a) + len))) return TW_GOSSIP_ENOMEM;
+    a->next = NULL;
+    a->len = len;
+    if (len) memcpy(a->data, data, len);
+    pthread_mutex_lock(&g->mu);
+    if (g->app_bytes + len > APP_OUTBOX_MAX) {
+        pthread_mutex_unlock(&g->mu);
+        free(a);
+        return TW_GOSSIP_ECLOSED;
+    }
+    if (g->app_tail) g->app_tail->next = a;
+    else g->app_head = a;
+    g->app_tail = a;
+    g->app_bytes += len;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    return 0;
 }
 
 void tw_gossip_members(tw_gossip *g, tw_member_info *out, size_t cap, size_t *n)

@@ -122,6 +122,9 @@ typedef struct tw_gossip_callbacks {
     void (*on_members)(void *arg);
     /* The highest seq of this node's origin durable on a majority of members. */
     void (*on_quorum)(void *arg, uint64_t seq);
+    /* A message a member sent with tw_gossip_broadcast (`from`: its node name); data valid
+     * during the call only. Optional. */
+    void (*on_app)(void *arg, const char *from, const void *data, size_t len);
 } tw_gossip_callbacks;
 
 typedef struct tw_gossip_options {
@@ -171,6 +174,16 @@ void tw_gossip_applied(tw_gossip *g, const char *origin, uint64_t seq);
 /* The owner could not append events of `origin` after `applied_seq` (store error): hand
  * them again later (after a pause). */
 void tw_gossip_apply_failed(tw_gossip *g, const char *origin, uint64_t applied_seq);
+
+/*
+ * Sends an owner's message (up to 1 MiB, copied) to every member heard from and not dead or
+ * gone, in the order of calls, on the pipes replication uses. Delivery is best effort, like
+ * any message on them: a peer that was unreachable or whose queue was full misses it, so
+ * owners resend state periodically (presence sends snapshots). Returns 0, TW_GOSSIP_EINVAL
+ * (too big), TW_GOSSIP_ENOMEM, or TW_GOSSIP_ECLOSED when the outbox is over its bound
+ * (8 MiB: the gossip thread is behind). Any thread.
+ */
+int tw_gossip_broadcast(tw_gossip *g, const void *data, size_t len);
 
 /*
  * Copies the member list (this node first, state SELF) into out[0..cap); *n gets the count

@@ -37,7 +37,11 @@ enum tw_gw_type {
     TW_GW_ACK = 5,
     TW_GW_LEAVE = 6,
     TW_GW_PROBE = 7,
+    TW_GW_APP = 8, /* an owner's message to every peer (tw_gossip_broadcast), opaque here */
 };
+
+/* Largest APP payload. */
+#define TW_GW_APP_MAX (1u << 20)
 
 /* Member states on the wire (tw_member_state values, SELF never sent). */
 #define TW_GW_STATE_MAX TW_MEMBER_LEFT
@@ -100,6 +104,9 @@ typedef struct tw_gw_msg {
     uint64_t seq;
     uint32_t max_bytes;
     uint64_t nonce;
+    /* APP: the payload, pointing into the decoded buffer */
+    const void *app;
+    size_t app_len;
 } tw_gw_msg;
 
 /* Decodes buf[0..len) into *out (zeroed first). Returns 0, TW_GOSSIP_EINVAL for a
@@ -150,6 +157,7 @@ void tw_gw_put_fetch(tw_gw_buf *b, const char *origin, uint64_t from_seq, uint32
 void tw_gw_put_ack(tw_gw_buf *b, const char *origin, uint64_t seq);
 void tw_gw_put_leave(tw_gw_buf *b, int gone);
 void tw_gw_put_probe(tw_gw_buf *b, uint64_t nonce);
+void tw_gw_put_app(tw_gw_buf *b, const void *data, uint32_t len);
 
 /* Bytes an event adds to an EVENTS message (for batching). */
 static inline size_t tw_gw_event_size(size_t channel_len, size_t data_len)

@@ -208,6 +208,16 @@ int tw_gw_decode(const void *buf, size_t len, tw_gw_msg *out)
     case TW_GW_PROBE:
         out->nonce = get_u64(&r);
         break;
+    case TW_GW_APP: {
+        uint32_t n = get_u32(&r);
+        if (n > TW_GW_APP_MAX) {
+            r.bad = 1;
+            break;
+        }
+        out->app = take(&r, n);
+        out->app_len = n;
+        break;
+    }
     default:
         r.bad = 1;
     }
@@ -421,4 +431,18 @@ void tw_gw_put_leave(tw_gw_buf *b, int gone)
 void tw_gw_put_probe(tw_gw_buf *b, uint64_t nonce)
 {
     put_u64(b, nonce);
+}
+
+void tw_gw_put_app(tw_gw_buf *b, const void *data, uint32_t len)
+{
+    unsigned char *p;
+
+    if (b->err) return;
+    if (len > TW_GW_APP_MAX) {
+        b->err = TW_GOSSIP_EINVAL;
+        return;
+    }
+    put_u32(b, len);
+    p = put(b, len);
+    if (p && len) memcpy(p, data, len);
 }

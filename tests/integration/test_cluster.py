@@ -79,6 +79,11 @@ def test_events_reach_every_node_and_cursors_span_origins(node_factory):
             cur[origin_of(e["pos"])] = seq_of(e["pos"])
         e1 = await Client.connect(n1.url)
         rr = await e1.request("subscribe", channel="vessel:42", since=cur)
+        assert rr["recovered"] is True  # even if n1 has not received n3's event yet
+        # once replicated, a resume with that cursor has nothing new to replay
+        assert wait_until(lambda: origins(n1).get(origin_of(p3)) == seq_of(p3))
+        e2 = await Client.connect(n1.url)
+        rr = await e2.request("subscribe", channel="vessel:42", since=cur)
         assert rr["recovered"] is True and rr["replayed"] is False
         assert {origin_of(p1), origin_of(p3)} == {origin_of(e["pos"]) for e in got}
         # a websocket publish on n2 reaches a subscriber on n3
@@ -116,7 +121,10 @@ def test_kill9_of_a_clients_node_resumes_on_another_with_nothing_missed(node_fac
 
 
 def test_restarted_node_catches_up_before_it_is_ready(node_factory):
-    n1, n2, n3 = make_cluster(node_factory)
+    # Realistic failure detection: with 1 s a loaded machine can make the restarted node
+    # judge its peers dead before it hears them, and a node alone is rightly ready.
+    n1, n2, n3 = make_cluster(node_factory, extra=("--cluster-suspect-timeout", "3s",
+                                                   "--cluster-dead-timeout", "8s"))
     n3.kill9()
     for i in range(300):
         publish(n1 if i % 2 else n2, f"c{i % 5}", i)
@@ -256,3 +264,35 @@ def test_chaos_short_run_loses_nothing():
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     report = json.loads(p.stdout.strip().splitlines()[-1])
     assert report["losses"] == 0 and report["events_acked"] > 100 and report["faults"] > 3
+
+
+def test_presence_is_cluster_wide_and_a_dead_nodes_members_go(node_factory):
+    ns = ["--namespace", "room: presence=on join-leave=on"]
+    n1, n2, n3 = make_cluster(node_factory, extra=ns)
+
+    async def go():
+        a = await Client.connect(n1.url)
+        await a.request("subscribe", channel="room:1")
+        b = await Client.connect(n2.url)
+        await b.request("subscribe", channel="room:1")
+        b_conn = (await b.request("connect"))["session"]
+        j = await a.wait(lambda m: m.get("op") == "join", timeout=10)
+        assert j["channel"] == "room:1" and j["node"] == "n2" and j["conn"] == b_conn
+
+        def members_on(node):
+            status, body = node.get("/api/presence?channel=room:1")
+            assert status == 200, body
+            return sorted(m["node"] for m in json.loads(body)["members"])
+
+        assert wait_until(lambda: members_on(n3) == ["n1", "n2"])
+        p = await a.request("presence", channel="room:1")
+        assert sorted(m["node"] for m in p["members"]) == ["n1", "n2"]
+        n2.kill9()  # within the failure-detection timeout its member goes, with a leave
+        lv = await a.wait(lambda m: m.get("op") == "leave", timeout=10)
+        assert lv["node"] == "n2" and lv["conn"] == b_conn
+        # each node detects the death itself, within its failure-detection timeout
+        assert wait_until(lambda: members_on(n1) == ["n1"] and members_on(n3) == ["n1"])
+        await a.request("unsubscribe", channel="room:1")
+        assert wait_until(lambda: members_on(n3) == [])
+    run(go())
+    n2.start()

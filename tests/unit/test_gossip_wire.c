@@ -203,6 +203,31 @@ static void test_small_messages_roundtrip(void **state)
     assert_int_equal(m.nonce, 0xdeadbeefcafeull);
     assert_prefixes_refused(&b);
     assert_trailing_refused(&b);
+
+    /* APP: an owner's opaque payload, bounds-checked like the rest. */
+    tw_gw_buf_reset(&b);
+    tw_gw_put_header(&b, TW_GW_APP, "n3", 10);
+    tw_gw_put_app(&b, "presence\0bytes", 14);
+    assert_int_equal(tw_gw_decode(b.p, b.len, &m), 0);
+    assert_int_equal(m.type, TW_GW_APP);
+    assert_int_equal(m.app_len, 14);
+    assert_memory_equal(m.app, "presence\0bytes", 14);
+    assert_prefixes_refused(&b);
+    assert_trailing_refused(&b);
+    tw_gw_buf_reset(&b);
+    tw_gw_put_header(&b, TW_GW_APP, "n3", 10);
+    tw_gw_put_app(&b, NULL, 0);
+    assert_int_equal(tw_gw_decode(b.p, b.len, &m), 0);
+    assert_int_equal(m.app_len, 0);
+    /* a length over the limit is refused before anything is read */
+    b.p[b.len - 4] = 0x01;
+    b.p[b.len - 3] = 0x00;
+    b.p[b.len - 2] = 0x00;
+    b.p[b.len - 1] = 0x01;
+    assert_int_equal(tw_gw_decode(b.p, b.len, &m), TW_GOSSIP_EINVAL);
+    tw_gw_buf_reset(&b);
+    tw_gw_put_app(&b, "x", TW_GW_APP_MAX + 1);
+    assert_int_equal(b.err, TW_GOSSIP_EINVAL);
     tw_gw_buf_free(&b);
 }
 

@@ -7,6 +7,8 @@
 #include <cjson/cJSON.h>
 #include <limits.h>
 #include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "presence.h"
@@ -80,11 +82,67 @@ static void test_messages(void **state)
     tw_buf_free(&b);
 }
 
+struct seen {
+    int n;
+    char last[64];
+};
+
+static void count_gone(void *arg, const char *channel, size_t len, const tw_member *m)
+{
+    struct seen *s = arg;
+    s->n++;
+    snprintf(s->last, sizeof s->last, "%.*s/%s/%s", (int)len, channel, m->node, m->conn);
+}
+
+/* Members on other nodes: known once, refreshed by generation, retired by a sweep. */
+static void test_remote_members(void **state)
+{
+    tw_presence *p = tw_presence_new();
+    tw_member x = {"alice", "n2", "7"}, y = {NULL, "n2", "8"}, z = {"bob", "n3", "7"};
+    assert_int_equal(tw_presence_remote_add(p, "room", 4, &x, 1), 1);
+    assert_int_equal(tw_presence_remote_add(p, "room", 4, &x, 1), 0); /* known: no new join */
+    assert_int_equal(tw_presence_remote_add(p, "room", 4, &y, 1), 1);
+    assert_int_equal(tw_presence_remote_add(p, "room", 4, &z, 1), 1); /* same conn, other node */
+    assert_int_equal(tw_presence_remote_add(p, "hall", 4, &x, 1), 1);
+
+    tw_member *m;
+    size_t n = tw_presence_list(p, "room", 4, "n1", &m);
+    assert_int_equal(n, 3);
+    assert_string_equal(m[0].user, "alice");
+    assert_null(m[1].user);
+    assert_string_equal(m[2].node, "n3");
+    free(m);
+    assert_int_equal(tw_presence_list(p, "nowhere", 7, "n1", &m), 0);
+    assert_null(m);
+
+    /* n2 sends a snapshot (generation 2) that still has conn 8 but not conn 7: the sweep
+     * of older generations retires conn 7 in both channels, telling the callback. */
+    struct seen s = {0};
+    assert_int_equal(tw_presence_remote_add(p, "room", 4, &y, 2), 0);
+    tw_presence_remote_sweep(p, "n2", 2, count_gone, &s);
+    assert_int_equal(s.n, 2);
+    n = tw_presence_list(p, "room", 4, "n1", &m);
+    assert_int_equal(n, 2);
+    free(m);
+    assert_int_equal(tw_presence_list(p, "hall", 4, "n1", &m), 0); /* entry freed */
+
+    /* A delta leave, then the whole node dies. */
+    s.n = 0;
+    assert_int_equal(tw_presence_remote_remove(p, "room", 4, "n3", "7", count_gone, &s), 1);
+    assert_string_equal(s.last, "room/n3/7");
+    assert_int_equal(tw_presence_remote_remove(p, "room", 4, "n3", "7", count_gone, &s), 0);
+    tw_presence_remote_sweep(p, "n2", UINT64_MAX, count_gone, &s);
+    assert_int_equal(s.n, 2);
+    assert_int_equal(tw_presence_list(p, "room", 4, "n1", &m), 0);
+    tw_presence_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_members),
         cmocka_unit_test(test_messages),
+        cmocka_unit_test(test_remote_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
