@@ -296,3 +296,48 @@ def test_presence_is_cluster_wide_and_a_dead_nodes_members_go(node_factory):
         assert wait_until(lambda: members_on(n3) == [])
     run(go())
     n2.start()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl command not installed")
+def test_nodes_replicate_over_mutual_tls(node_factory, tmp_path):
+    """tls+tcp:// between nodes with certificates from a cluster CA made here; a node whose
+    certificate another CA signed never joins."""
+    def sh(*cmd):
+        subprocess.run(cmd, check=True, capture_output=True, cwd=tmp_path)
+
+    def make_ca(name):
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}")
+
+    def make_cert(name, ca):
+        sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+           "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        sh("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+           "-CAcreateserial", "-out", f"{name}.pem", "-days", "2")
+
+    make_ca("ca")
+    make_ca("rogue-ca")
+    for n in ("n1", "n2"):
+        make_cert(n, "ca")
+    make_cert("n3", "rogue-ca")
+    cports = [free_port() for _ in range(3)]
+    peers = ",".join(f"tls+tcp://127.0.0.1:{p}" for p in cports[:2])
+
+    def tls_node(i, ca):
+        return node_factory("--node-id", f"n{i + 1}", "--cluster-listen", f"tls+tcp://127.0.0.1:{cports[i]}",
+                            "--peers", peers, "--cluster-tls-cert", str(tmp_path / f"n{i + 1}.pem"),
+                            "--cluster-tls-key", str(tmp_path / f"n{i + 1}.key"),
+                            "--cluster-tls-ca", str(tmp_path / f"{ca}.pem"), *FAST)
+
+    n1, n2 = tls_node(0, "ca"), tls_node(1, "ca")
+    n1.start_async()
+    n2.start_async()
+    n1.wait_ready()
+    n2.wait_ready()
+    p = publish(n1, "secure", "over tls")
+    assert wait_until(lambda: origins(n2).get(origin_of(p)) == seq_of(p))
+    rogue = tls_node(2, "rogue-ca")
+    rogue.start_async()
+    time.sleep(3)
+    names = [m["node"] for m in stats(n1)["cluster"]["members"] if m["state"] in ("alive", "self")]
+    assert "n3" not in names
