@@ -11,7 +11,7 @@ FUZZ_LONG ?= 300
 SOAK_SECONDS ?= 600
 ARGS    ?=
 
-.PHONY: all deps test-deps js-deps build asan fuzz-build run test test-fast fuzz bench soak clean format
+.PHONY: all deps test-deps js-deps build asan fuzz-build run test test-fast fuzz bench bench-cluster soak clean format
 
 all: build
 
@@ -69,6 +69,10 @@ bench: build
 # The log's crash-safety test for longer: SIGKILL in the middle of heavy publishing, then
 # check every acknowledged event, SOAK_CYCLES times (make test runs 20).
 SOAK_CYCLES ?= 200
+# Cluster figures (cross-node latency, catch-up rate, kill -9 failover): docs/benchmarks.md.
+bench-cluster: build
+	/usr/bin/python3 tests/bench/cluster_bench.py --bin $(BUILD)/bin/tidewire --cli $(BUILD)/bin/tidewire-cli
+
 soak: build
 	mkdir -p $(BUILD)/tmp
 	SOAK_CYCLES=$(SOAK_CYCLES) TIDEWIRE_BIN=$(CURDIR)/$(BUILD)/bin/tidewire \
