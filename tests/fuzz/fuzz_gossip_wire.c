@@ -61,6 +61,9 @@ static void reencode(const tw_gw_msg *m, tw_gw_buf *b)
     case TW_GW_PROBE:
         tw_gw_put_probe(b, m->nonce);
         break;
+    case TW_GW_APP:
+        tw_gw_put_app(b, m->app, (uint32_t)m->app_len);
+        break;
     default:
         CHECK(0 && "decoded an unknown type");
     }
