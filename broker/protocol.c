@@ -528,28 +528,24 @@ static void jdoc_free(jdoc *d)
     d->nums = d->inline_nums;
 }
 
-/* The number a tagged number node holds. -EINVAL for a malformed token. */
-static int json_num(const jdoc *d, const cJSON *j, num *out)
+/* The number of a number token s[0..len) of kind TOK_INT or TOK_FLOAT. */
+static int json_num_text(const char *s, size_t len, int kind, num *out)
 {
-    if (!cJSON_IsNumber(j) || j->valueint < 0 || (size_t)j->valueint >= d->nnums) return -EINVAL;
-    const jspan *sp = &d->nums[j->valueint];
-    const char *s = d->text + sp->off;
-    if (sp->kind == TOK_BAD) return -EINVAL;
-    if (sp->kind == TOK_INT) {
+    if (kind == TOK_INT) {
         int neg = s[0] == '-';
         uint64_t mag = 0;
         size_t i;
-        for (i = (size_t)neg; i < sp->len; i++) {
+        for (i = (size_t)neg; i < len; i++) {
             unsigned dgt = (unsigned)(s[i] - '0');
             if (mag > (UINT64_MAX - dgt) / 10) break;
             mag = mag * 10 + dgt;
         }
-        if (i == sp->len && !neg) {
+        if (i == len && !neg) {
             out->kind = NUM_UINT;
             out->u = mag;
             return 0;
         }
-        if (i == sp->len && mag <= (uint64_t)INT64_MAX + 1) {
+        if (i == len && mag <= (uint64_t)INT64_MAX + 1) {
             if (mag == 0) { /* "-0" */
                 out->kind = NUM_UINT;
                 out->u = 0;
@@ -562,7 +558,16 @@ static int json_num(const jdoc *d, const cJSON *j, num *out)
         /* beyond 64 bits: a double, as every JSON reader without bignums does */
     }
     out->kind = NUM_FLOAT;
-    return token_strtod(s, sp->len, &out->d);
+    return token_strtod(s, len, &out->d);
+}
+
+/* The number a tagged number node holds. -EINVAL for a malformed token. */
+static int json_num(const jdoc *d, const cJSON *j, num *out)
+{
+    if (!cJSON_IsNumber(j) || j->valueint < 0 || (size_t)j->valueint >= d->nnums) return -EINVAL;
+    const jspan *sp = &d->nums[j->valueint];
+    if (sp->kind == TOK_BAD) return -EINVAL;
+    return json_num_text(d->text + sp->off, sp->len, sp->kind, out);
 }
 
 /* Appends a JSON value compactly; numbers as they were written. */
@@ -815,27 +820,452 @@ static const uint8_t *mp_skip(const uint8_t *p, const uint8_t *end, int depth, i
     return p;
 }
 
+/* The top-level fields a client message may hold (others are ignored). */
+enum { F_OP, F_ID, F_CHANNEL, F_DATA, F_SINCE, F_LAST, F_TOKEN, F_SUBS, F_COUNT };
+
+static const char *const field_names[F_COUNT] = {
+    [F_OP] = "op",       [F_ID] = "id",     [F_CHANNEL] = "channel", [F_DATA] = "data",
+    [F_SINCE] = "since", [F_LAST] = "last", [F_TOKEN] = "token",     [F_SUBS] = "subs",
+};
+
+/* ---- JSON client messages in one pass ----------------------------------------------------
+ *
+ * jdoc_load reads a message twice: json_lex for what cJSON cannot tell us (the exact text of
+ * numbers, \u0000, UTF-8, raw control characters, depth), then cJSON for the tree. cJSON
+ * cannot give a number's text or a value's byte span, so it cannot be made the only pass;
+ * for client messages this validating scanner is. It reads strict RFC 8259 JSON (plus our
+ * own rules: well-formed UTF-8, no \u0000, at most MAX_DEPTH levels) once, and records where
+ * each known top-level field's value starts; decode_request then reads those values from
+ * the text (val.t), and publish data is stored as its own bytes when they are already
+ * compact (or rewritten compactly from the text), so nothing is built per message.
+ *
+ * It accepts a subset of what jdoc_load accepts, and on that subset gives the same result:
+ * anything it is unsure of makes it answer JS_UNSURE, and the message is read again by
+ * jdoc_load + cJSON, whose answers (and error messages) stay the reference. Unsure:
+ * every syntax or validity error, a byte-order mark, whitespace other than the four of RFC
+ * 8259 (cJSON skips every byte <= 0x20), \u escapes of surrogates (cJSON's pairing rules
+ * are its own) or of U+0000, numbers of 63 characters or more (cJSON 1.7.15 reads at most
+ * 63 and fails the rest), any escape in a top-level key or in a known field other than
+ * data (decode_request reads those strings as their raw bytes), a known field given twice,
+ * and any message that decode_request then refuses (the error is produced by the
+ * reference path, so each message and its wording are today's). tests/unit/test_protocol.c
+ * runs its cases through both readers and tests/fuzz/fuzz_protocol_json_diff.c compares
+ * them on arbitrary input.
+ */
+
+enum { JS_OK = 0, JS_UNSURE = -1 };
+
+/* What a scanned value held (jscan.flags). */
+enum { JS_ESCAPE = 1, JS_SPACE = 2 };
+
+typedef struct jscan {
+    const uint8_t *s;
+    size_t len, i;
+    unsigned flags;
+} jscan;
+
+static int js_is_space(uint8_t c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+/* Skips whitespace; `inside`: within a value (data holding it is not compact). */
+static inline void js_space(jscan *j, int inside)
+{
+    if (j->i < j->len && !js_is_space(j->s[j->i])) return; /* the usual case: compact text */
+    size_t i = j->i;
+    while (i < j->len && js_is_space(j->s[i]))
+        i++;
+    if (inside && i != j->i) j->flags |= JS_SPACE;
+    j->i = i;
+}
+
+static int hex4(const uint8_t *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        uint8_t c = p[k];
+        unsigned d;
+        if (c >= '0' && c <= '9')
+            d = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            d = c - 'a' + 10;
+        else if (c >= 'A' && c <= 'F')
+            d = c - 'A' + 10;
+        else
+            return -1;
+        v = v << 4 | d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Whether none of 8 bytes at p ends a run of plain string bytes: a quote, a backslash, a
+ * control character or a byte of a multi-byte character (SWAR: each test sets a byte's top
+ * bit exactly when some byte matches). */
+static inline int js_plain8(const uint8_t *p)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t w;
+    memcpy(&w, p, 8);
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w;
+    return (hit & high) == 0;
+}
+
+/* A string at j->i (its opening quote); leaves j->i past the closing quote. */
+static int js_string(jscan *j)
+{
+    const uint8_t *s = j->s;
+    size_t i = j->i + 1, n = j->len;
+    for (;;) {
+        while (n - i >= 8 && js_plain8(s + i))
+            i += 8;
+        while (i < n && s[i] >= 0x20 && s[i] < 0x80 && s[i] != '"' && s[i] != '\\')
+            i++;
+        if (i >= n) return JS_UNSURE;
+        uint8_t c = s[i];
+        if (c == '"') break;
+        if (c == '\\') {
+            if (i + 1 >= n) return JS_UNSURE;
+            uint8_t e = s[i + 1];
+            if (e == 'u') {
+                unsigned v;
+                if (n - i < 6 || hex4(s + i + 2, &v)) return JS_UNSURE;
+                if (v == 0 || (v >= 0xd800 && v <= 0xdfff)) return JS_UNSURE;
+                i += 6;
+            } else if (e == '"' || e == '\\' || e == '/' || e == 'b' || e == 'f' || e == 'n' ||
+                       e == 'r' || e == 't') {
+                i += 2;
+            } else {
+                return JS_UNSURE;
+            }
+            j->flags |= JS_ESCAPE;
+        } else if (c < 0x20) {
+            return JS_UNSURE;
+        } else {
+            int ok;
+            i += utf8_next(s + i, n - i, &ok);
+            if (!ok) return JS_UNSURE;
+        }
+    }
+    j->i = i + 1;
+    return JS_OK;
+}
+
+/* A number by RFC 8259's grammar, shorter than 63 characters. */
+static int js_number(jscan *j)
+{
+    size_t start = j->i, i = j->i;
+    while (i < j->len && ((j->s[i] >= '0' && j->s[i] <= '9') || j->s[i] == '-' || j->s[i] == '+' ||
+                          j->s[i] == '.' || j->s[i] == 'e' || j->s[i] == 'E'))
+        i++;
+    if (i - start >= 63 || json_number_kind((const char *)j->s + start, i - start) == TOK_BAD)
+        return JS_UNSURE;
+    j->i = i;
+    return JS_OK;
+}
+
+static int js_literal(jscan *j, const char *word, size_t n)
+{
+    if (j->len - j->i < n || memcmp(j->s + j->i, word, n) != 0) return JS_UNSURE;
+    j->i += n;
+    return JS_OK;
+}
+
+/* One value at j->i, nested inside `depth` containers already. */
+static int js_value(jscan *j, int depth)
+{
+    if (j->i >= j->len) return JS_UNSURE;
+    uint8_t c = j->s[j->i];
+    switch (c) {
+    case '"':
+        return js_string(j);
+    case 't':
+        return js_literal(j, "true", 4);
+    case 'f':
+        return js_literal(j, "false", 5);
+    case 'n':
+        return js_literal(j, "null", 4);
+    case '{':
+    case '[':
+        break;
+    default:
+        return c == '-' || (c >= '0' && c <= '9') ? js_number(j) : JS_UNSURE;
+    }
+    if (++depth > MAX_DEPTH) return JS_UNSURE;
+    uint8_t close = c == '{' ? '}' : ']';
+    j->i++;
+    js_space(j, 1);
+    if (j->i < j->len && j->s[j->i] == close) {
+        j->i++;
+        return JS_OK;
+    }
+    for (;;) {
+        if (c == '{') {
+            if (j->i >= j->len || j->s[j->i] != '"' || js_string(j)) return JS_UNSURE;
+            js_space(j, 1);
+            if (j->i >= j->len || j->s[j->i] != ':') return JS_UNSURE;
+            j->i++;
+            js_space(j, 1);
+        }
+        if (js_value(j, depth)) return JS_UNSURE;
+        js_space(j, 1);
+        if (j->i >= j->len) return JS_UNSURE;
+        if (j->s[j->i] == close) {
+            j->i++;
+            return JS_OK;
+        }
+        if (j->s[j->i] != ',') return JS_UNSURE;
+        j->i++;
+        js_space(j, 1);
+    }
+}
+
+/* The field a key names (field_names), or -1. */
+static int field_lookup(const uint8_t *k, size_t n)
+{
+#define IS(name) (memcmp(k, name, sizeof name - 1) == 0)
+    switch (n) {
+    case 2:
+        return IS("op") ? F_OP : IS("id") ? F_ID : -1;
+    case 4:
+        return IS("data") ? F_DATA : IS("last") ? F_LAST : IS("subs") ? F_SUBS : -1;
+    case 5:
+        return IS("since") ? F_SINCE : IS("token") ? F_TOKEN : -1;
+    case 7:
+        return IS("channel") ? F_CHANNEL : -1;
+    default:
+        return -1;
+    }
+#undef IS
+}
+
+/* The known fields of a scanned message: where each value starts, and publish data's span. */
+typedef struct jfields {
+    const uint8_t *at[F_COUNT];
+    size_t data_len;
+    unsigned data_flags;
+} jfields;
+
+/* Scans a whole message: one object, nothing after it but whitespace. */
+static int js_message(const uint8_t *msg, size_t len, jfields *f)
+{
+    jscan j = {.s = msg, .len = len};
+    memset(f, 0, sizeof *f);
+    js_space(&j, 0);
+    if (j.i >= len || msg[j.i] != '{') return JS_UNSURE;
+    j.i++;
+    js_space(&j, 0);
+    if (j.i < len && msg[j.i] == '}') {
+        j.i++;
+    } else {
+        for (;;) {
+            if (j.i >= len || msg[j.i] != '"') return JS_UNSURE;
+            size_t key = j.i + 1;
+            j.flags = 0;
+            if (js_string(&j) || j.flags) return JS_UNSURE;
+            size_t klen = j.i - 1 - key;
+            int field = field_lookup(msg + key, klen);
+            if (field >= 0 && f->at[field]) return JS_UNSURE; /* the reference names it */
+            js_space(&j, 0);
+            if (j.i >= len || msg[j.i] != ':') return JS_UNSURE;
+            j.i++;
+            js_space(&j, 0);
+            size_t start = j.i;
+            j.flags = 0;
+            if (js_value(&j, 1)) return JS_UNSURE;
+            if (field >= 0) {
+                f->at[field] = msg + start;
+                if (field == F_DATA) {
+                    f->data_len = j.i - start;
+                    f->data_flags = j.flags;
+                } else if (j.flags & JS_ESCAPE) {
+                    return JS_UNSURE;
+                }
+            }
+            js_space(&j, 0);
+            if (j.i >= len) return JS_UNSURE;
+            if (msg[j.i] == '}') {
+                j.i++;
+                break;
+            }
+            if (msg[j.i] != ',') return JS_UNSURE;
+            j.i++;
+            js_space(&j, 0);
+        }
+    }
+    js_space(&j, 0);
+    return j.i == len ? JS_OK : JS_UNSURE;
+}
+
+/* Past one value of a scanned (valid) text at p. */
+static const uint8_t *js_skip(const uint8_t *p, const uint8_t *end)
+{
+    jscan j = {.s = p, .len = (size_t)(end - p)};
+    js_value(&j, 0);
+    return p + j.i;
+}
+
+/* The string at p of a scanned text, without its quotes (a known field: no escapes). */
+static void js_str(const uint8_t *p, const uint8_t *end, const char **s, size_t *n)
+{
+    const uint8_t *q = memchr(p + 1, '"', (size_t)(end - p - 1));
+    *s = (const char *)p + 1;
+    *n = (size_t)(q - p - 1);
+}
+
+/*
+ * Appends scanned JSON text compactly, as json_print prints the tree cJSON makes of it:
+ * whitespace dropped, numbers and literals as written, strings with escapes decoded (as
+ * cJSON does; no surrogates or \u0000 here) and escaped again by tw_buf_append_json_string.
+ * A string without escapes is its own output: it holds no byte that function escapes.
+ */
+static int js_compact(tw_buf *b, const uint8_t *s, size_t n)
+{
+    int rc = tw_buf_reserve(b, n);
+    size_t i = 0;
+    while (!rc && i < n) {
+        uint8_t c = s[i];
+        if (js_is_space(c)) {
+            i++;
+            continue;
+        }
+        if (c != '"') {
+            size_t k = i;
+            while (k < n && !js_is_space(s[k]) && s[k] != '"')
+                k++;
+            rc = tw_buf_append(b, s + i, k - i);
+            i = k;
+            continue;
+        }
+        size_t k = i + 1;
+        int esc = 0;
+        while (s[k] != '"') {
+            if (s[k] == '\\') {
+                esc = 1;
+                k++;
+            }
+            k++;
+        }
+        if (!esc) {
+            rc = tw_buf_append(b, s + i, k + 1 - i);
+            i = k + 1;
+            continue;
+        }
+        /* decoded is never longer than the escaped text */
+        uint8_t tmp[256];
+        uint8_t *d = k - i <= sizeof tmp ? tmp : malloc(k - i);
+        if (!d) return -ENOMEM;
+        size_t m = 0;
+        for (size_t p = i + 1; p < k; p++) {
+            if (s[p] != '\\') {
+                d[m++] = s[p];
+                continue;
+            }
+            uint8_t e = s[++p];
+            switch (e) {
+            case 'b':
+                d[m++] = '\b';
+                break;
+            case 'f':
+                d[m++] = '\f';
+                break;
+            case 'n':
+                d[m++] = '\n';
+                break;
+            case 'r':
+                d[m++] = '\r';
+                break;
+            case 't':
+                d[m++] = '\t';
+                break;
+            case 'u': {
+                unsigned v = 0;
+                hex4(s + p + 1, &v);
+                p += 4;
+                if (v < 0x80) {
+                    d[m++] = (uint8_t)v;
+                } else if (v < 0x800) {
+                    d[m++] = (uint8_t)(0xc0 | v >> 6);
+                    d[m++] = (uint8_t)(0x80 | (v & 0x3f));
+                } else {
+                    d[m++] = (uint8_t)(0xe0 | v >> 12);
+                    d[m++] = (uint8_t)(0x80 | ((v >> 6) & 0x3f));
+                    d[m++] = (uint8_t)(0x80 | (v & 0x3f));
+                }
+                break;
+            }
+            default: /* " \ / */
+                d[m++] = e;
+                break;
+            }
+        }
+        rc = tw_buf_append_json_string(b, (const char *)d, m);
+        if (d != tmp) free(d);
+        i = k + 1;
+    }
+    return rc;
+}
+
 /* ---- Decoding: one view over both encodings --------------------------------------------- */
 
 typedef struct dctx {
     tw_encoding enc;
     const tw_proto_limits *lim;
     tw_proto_error *err;
-    const jdoc *jd;      /* JSON */
-    const uint8_t *mend; /* MessagePack: the end of the message */
+    const jdoc *jd;      /* JSON read by jdoc_load */
+    const jfields *jf;   /* JSON read in one pass (js_message): values are text */
+    const uint8_t *mend; /* MessagePack or one-pass JSON: the end of the message */
 } dctx;
 
-/* A value of the message being decoded: a cJSON node, or where a MessagePack value
- * starts inside the (already validated) message. */
+/* A value of the message being decoded: a cJSON node, or where a MessagePack value (or,
+ * read in one pass, a JSON value) starts inside the (already validated) message. */
 typedef struct val {
     const cJSON *j;
     const uint8_t *m;
 } val;
 
+/* The JSON text of a number at p, and its kind (TOK_INT or TOK_FLOAT). */
+static size_t js_num_span(const uint8_t *p, const uint8_t *end, int *kind)
+{
+    const uint8_t *q = p;
+    while (q < end && ((*q >= '0' && *q <= '9') || *q == '-' || *q == '+' || *q == '.' ||
+                       *q == 'e' || *q == 'E'))
+        q++;
+    *kind = json_number_kind((const char *)p, (size_t)(q - p));
+    return (size_t)(q - p);
+}
+
+/* Skips the whitespace at p, up to end. */
+static const uint8_t *js_skip_space(const uint8_t *p, const uint8_t *end)
+{
+    while (p < end && js_is_space(*p))
+        p++;
+    return p;
+}
+
 enum vkind { V_NULL, V_BOOL, V_NUM, V_STR, V_ARRAY, V_MAP, V_OTHER };
 
 static enum vkind val_kind(const dctx *c, val v)
 {
+    if (c->jf) {
+        switch (*v.m) {
+        case 'n':
+            return V_NULL;
+        case 't':
+        case 'f':
+            return V_BOOL;
+        case '"':
+            return V_STR;
+        case '[':
+            return V_ARRAY;
+        case '{':
+            return V_MAP;
+        default:
+            return V_NUM;
+        }
+    }
     if (c->enc == TW_ENC_JSON) {
         if (cJSON_IsNull(v.j)) return V_NULL;
         if (cJSON_IsBool(v.j)) return V_BOOL;
@@ -871,6 +1301,10 @@ static enum vkind val_kind(const dctx *c, val v)
 /* The bytes of a V_STR value (JSON strings hold no NUL: json_lex refuses \u0000). */
 static void val_str(const dctx *c, val v, const char **s, size_t *n)
 {
+    if (c->jf) {
+        js_str(v.m, c->mend, s, n);
+        return;
+    }
     if (c->enc == TW_ENC_JSON) {
         *s = v.j->valuestring;
         *n = strlen(v.j->valuestring);
@@ -885,6 +1319,11 @@ static void val_str(const dctx *c, val v, const char **s, size_t *n)
 /* The number of a V_NUM value: 0, -EINVAL (not a number) or -ENOMEM. */
 static int val_num(const dctx *c, val v, num *out)
 {
+    if (c->jf) {
+        int kind;
+        size_t n = js_num_span(v.m, c->mend, &kind);
+        return kind == TOK_BAD ? -EINVAL : json_num_text((const char *)v.m, n, kind, out);
+    }
     if (c->enc == TW_ENC_JSON) return json_num(c->jd, v.j, out);
     mp_val m;
     if (!mp_head(v.m, c->mend, &m)) return -EINVAL;
@@ -940,6 +1379,10 @@ typedef struct miter {
 
 static void map_iter(const dctx *c, val map, miter *it)
 {
+    if (c->jf) {
+        it->next.m = js_skip_space(map.m + 1, c->mend);
+        return;
+    }
     if (c->enc == TW_ENC_JSON) {
         it->next.j = map.j->child;
         return;
@@ -952,6 +1395,18 @@ static void map_iter(const dctx *c, val map, miter *it)
 /* Next entry: 1 and the entry (*key NULL when it is not a string), or 0 at the end. */
 static int map_next(const dctx *c, miter *it, const char **key, size_t *klen, val *value)
 {
+    if (c->jf) {
+        const uint8_t *p = it->next.m, *end = c->mend;
+        if (*p == '}') return 0;
+        js_str(p, end, key, klen);
+        p = js_skip_space((const uint8_t *)*key + *klen + 1, end);
+        p = js_skip_space(p + 1, end); /* the ':' */
+        value->m = p;
+        p = js_skip_space(js_skip(p, end), end);
+        if (*p == ',') p = js_skip_space(p + 1, end);
+        it->next.m = p;
+        return 1;
+    }
     if (c->enc == TW_ENC_JSON) {
         if (!it->next.j) return 0;
         *key = it->next.j->string;
@@ -975,6 +1430,17 @@ static int map_next(const dctx *c, miter *it, const char **key, size_t *klen, va
 
 static size_t map_count(const dctx *c, val map)
 {
+    if (c->jf) {
+        size_t n = 0;
+        miter it;
+        const char *k;
+        size_t kn;
+        val v;
+        map_iter(c, map, &it);
+        while (map_next(c, &it, &k, &kn, &v))
+            n++;
+        return n;
+    }
     if (c->enc == TW_ENC_JSON) {
         size_t n = 0;
         for (const cJSON *ch = map.j->child; ch; ch = ch->next)
@@ -1166,13 +1632,6 @@ static int take_channel(const dctx *c, const char *s, size_t n, const char *labe
     return *out ? 0 : fail_nomem(c);
 }
 
-enum { F_OP, F_ID, F_CHANNEL, F_DATA, F_SINCE, F_LAST, F_TOKEN, F_SUBS, F_COUNT };
-
-static const char *const field_names[F_COUNT] = {
-    [F_OP] = "op",       [F_ID] = "id",     [F_CHANNEL] = "channel", [F_DATA] = "data",
-    [F_SINCE] = "since", [F_LAST] = "last", [F_TOKEN] = "token",     [F_SUBS] = "subs",
-};
-
 typedef struct fields {
     int have[F_COUNT];
     val v[F_COUNT];
@@ -1258,6 +1717,25 @@ static int get_data(const dctx *c, const fields *f, tw_request *req)
         if (!req->data) return fail_nomem(c);
         memcpy(req->data, v.m, n);
         req->data_len = n;
+    } else if (c->jf) {
+        /* Read in one pass: data already compact is stored as its own bytes. */
+        size_t n = c->jf->data_len;
+        if (!(c->jf->data_flags & (JS_ESCAPE | JS_SPACE))) {
+            req->data = malloc(n);
+            if (!req->data) return fail_nomem(c);
+            memcpy(req->data, v.m, n);
+            req->data_len = n;
+        } else {
+            tw_buf b;
+            tw_buf_init(&b, 0);
+            int rc = js_compact(&b, v.m, n);
+            if (rc) {
+                tw_buf_free(&b);
+                return fail_nomem(c);
+            }
+            req->data = b.base; /* head is 0: base is the allocation */
+            req->data_len = b.len;
+        }
     } else {
         tw_buf b;
         tw_buf_init(&b, 0);
@@ -1275,8 +1753,10 @@ static int get_data(const dctx *c, const fields *f, tw_request *req)
 
 static tw_op op_lookup(const char *s, size_t n)
 {
+    if (n == 0) return TW_OP_NONE;
     for (size_t i = 1; i < sizeof op_names / sizeof op_names[0]; i++)
-        if (op_names[i] && strlen(op_names[i]) == n && memcmp(op_names[i], s, n) == 0)
+        if (op_names[i] && op_names[i][0] == s[0] && strlen(op_names[i]) == n &&
+            memcmp(op_names[i], s, n) == 0)
             return (tw_op)i;
     return TW_OP_NONE;
 }
@@ -1285,6 +1765,9 @@ static tw_op op_lookup(const char *s, size_t n)
  * Decodes the top-level map `root`. The id is read before anything else is checked, so
  * that every later error can carry it.
  */
+static int decode_fields(const dctx *c, const fields *fp, int dup, const char *deferred,
+                         tw_op implied, tw_request *req);
+
 static int decode_request(const dctx *c, val root, const char *deferred, tw_op implied,
                           tw_request *req)
 {
@@ -1294,7 +1777,6 @@ static int decode_request(const dctx *c, val root, const char *deferred, tw_op i
     size_t kn;
     val v;
     int dup = -1;
-    char ex[32];
 
     memset(&f, 0, sizeof f);
     map_iter(c, root, &it);
@@ -1311,6 +1793,15 @@ static int decode_request(const dctx *c, val root, const char *deferred, tw_op i
             break;
         }
     }
+    return decode_fields(c, &f, dup, deferred, implied, req);
+}
+
+/* Decodes the fields of a message (`dup`: the first field given twice, or -1). */
+static int decode_fields(const dctx *c, const fields *fp, int dup, const char *deferred,
+                         tw_op implied, tw_request *req)
+{
+    const fields f = *fp;
+    char ex[32];
 
     if (present(c, &f, F_ID) && dup != F_ID) {
         int rc = val_i64(c, f.v[F_ID], &c->err->id);
@@ -1373,8 +1864,34 @@ static int decode_request(const dctx *c, val root, const char *deferred, tw_op i
     return fail(c, "unknown op '%s'", excerpt(ex, s, n));
 }
 
+int tw_proto__json_one_pass = 1;
+
+/* The one-pass reader (see js_message): 0, or JS_UNSURE with *req and *c->err untouched. */
+static int decode_json_one_pass(dctx *c, const uint8_t *msg, size_t len, tw_op implied,
+                                tw_request *req)
+{
+    jfields jf;
+    if (js_message(msg, len, &jf)) return JS_UNSURE;
+    fields f;
+    memset(&f, 0, sizeof f);
+    for (int i = 0; i < F_COUNT; i++) {
+        f.have[i] = jf.at[i] != NULL;
+        f.v[i].m = jf.at[i];
+    }
+    tw_proto_error e = *c->err;
+    dctx tc = *c;
+    tc.jf = &jf;
+    tc.mend = msg + len;
+    tc.err = &e;
+    if (decode_fields(&tc, &f, -1, NULL, implied, req) == 0) return 0;
+    /* Refused: the reference reader gives the answer and its wording. */
+    tw_request_free(req);
+    return JS_UNSURE;
+}
+
 static int decode_json(dctx *c, const uint8_t *msg, size_t len, tw_op implied, tw_request *req)
 {
+    if (tw_proto__json_one_pass && decode_json_one_pass(c, msg, len, implied, req) == 0) return 0;
     jdoc d;
     const char *why;
     int rc = jdoc_load(&d, (const char *)msg, len, MAX_DEPTH, &why);
@@ -1906,6 +2423,32 @@ int tw_proto_encode_unsubscribed(tw_buf *b, tw_encoding enc, const int64_t *id, 
 int tw_proto_encode_ack(tw_buf *b, tw_encoding enc, const int64_t *id, const char *origin,
                         uint64_t seq)
 {
+    size_t on = strlen(origin);
+    if (enc == TW_ENC_JSON && tw_origin_valid(origin, on)) {
+        /* One per publish: laid out at once, the bytes the general path writes (an origin
+         * id is [A-Za-z0-9_.-] and needs no escaping). */
+        char t[80 + TW_STORE_ORIGIN_MAX], d[24], *e = d + sizeof d, *p = t, *n;
+        memcpy(p, "{\"op\":\"ack\"", 11);
+        p += 11;
+        if (id) {
+            memcpy(p, ",\"id\":", 6);
+            p += 6;
+            n = i64_dec(e, *id);
+            memcpy(p, n, (size_t)(e - n));
+            p += e - n;
+        }
+        memcpy(p, ",\"pos\":\"", 8);
+        p += 8;
+        memcpy(p, origin, on);
+        p += on;
+        *p++ = ':';
+        n = u64_dec(e, seq);
+        memcpy(p, n, (size_t)(e - n));
+        p += e - n;
+        memcpy(p, "\"}", 2);
+        p += 2;
+        return tw_buf_append(b, t, (size_t)(p - t));
+    }
     wr w;
     wr_begin(&w, b, enc, "ack", 2 + (id != NULL), 64 + TW_STORE_ORIGIN_MAX);
     wr_id(&w, id);

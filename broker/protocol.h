@@ -123,6 +123,13 @@ int tw_proto_decode(tw_encoding enc, const uint8_t *msg, size_t len, const tw_pr
 int tw_proto_decode_as(tw_encoding enc, tw_op implied, const uint8_t *msg, size_t len,
                        const tw_proto_limits *lim, tw_request *out, tw_proto_error *err);
 
+/*
+ * Tests and fuzzers only: 0 makes JSON decoding skip the one-pass reader and read every
+ * message with the reference reader (json_lex + cJSON), which the one-pass reader must match
+ * on every message it accepts. 1 by default. Not to be changed while another thread decodes.
+ */
+extern int tw_proto__json_one_pass;
+
 /* Frees what a request holds and zeroes it. */
 void tw_request_free(tw_request *req);
 

@@ -1496,6 +1496,188 @@ static void test_convert_invalid(void **state)
     tw_buf_free(&b);
 }
 
+/* The ack is laid out in one piece when its origin needs no escaping: the extremes, and an
+ * origin that is not an id (the general path, escaped). */
+static void test_encode_ack_json(void **state)
+{
+    static const struct {
+        int has_id;
+        int64_t id;
+        const char *origin;
+        uint64_t seq;
+        const char *want;
+    } cases[] = {
+        {1, INT64_MIN, "abcdefghijklmnopqrstuvwxyz012345.0123456789abcde", UINT64_MAX,
+         "{\"op\":\"ack\",\"id\":-9223372036854775808,\"pos\":"
+         "\"abcdefghijklmnopqrstuvwxyz012345.0123456789abcde:18446744073709551615\"}"},
+        {1, INT64_MAX, "n.0", 0, "{\"op\":\"ack\",\"id\":9223372036854775807,\"pos\":\"n.0:0\"}"},
+        {1, 0, "n-_.f", 1, "{\"op\":\"ack\",\"id\":0,\"pos\":\"n-_.f:1\"}"},
+        {0, 0, "a\"b", 5, "{\"op\":\"ack\",\"pos\":\"a\\\"b:5\"}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        tw_buf b;
+        tw_buf_init(&b, 0);
+        assert_int_equal(tw_proto_encode_ack(&b, TW_ENC_JSON, cases[i].has_id ? &cases[i].id : NULL,
+                                             cases[i].origin, cases[i].seq),
+                         0);
+        assert_int_equal(b.len, strlen(cases[i].want));
+        assert_memory_equal(tw_buf_data(&b), cases[i].want, b.len);
+        tw_buf_free(&b);
+    }
+}
+
+/* ---- the one-pass JSON reader against the reference reader ---------------------------- */
+
+/* Decodes msg with the one-pass reader on and off: the two results must be the same. */
+static void same_both_ways(const char *msg, size_t len, tw_op implied, int want_ok)
+{
+    tw_request r[2];
+    tw_proto_error e[2];
+    int rc[2];
+    for (int k = 0; k < 2; k++) {
+        tw_proto__json_one_pass = !k;
+        memset(&r[k], 0, sizeof r[k]);
+        memset(&e[k], 0, sizeof e[k]);
+        rc[k] =
+            tw_proto_decode_as(TW_ENC_JSON, implied, (const uint8_t *)msg, len, NULL, &r[k], &e[k]);
+    }
+    tw_proto__json_one_pass = 1;
+    if (rc[0] != rc[1]) {
+        print_error("%.*s: one pass %d, reference %d (%s)\n", (int)len, msg, rc[0], rc[1],
+                    e[1].message);
+        fail();
+    }
+    if (want_ok >= 0 && (rc[0] == 0) != want_ok) {
+        print_error("%.*s: %d (%s)\n", (int)len, msg, rc[0], e[0].message);
+        fail();
+    }
+    if (rc[0]) {
+        assert_int_equal(e[0].code, e[1].code);
+        assert_int_equal(e[0].has_id, e[1].has_id);
+        assert_true(e[0].id == e[1].id);
+        assert_string_equal(e[0].message, e[1].message);
+        return;
+    }
+    assert_int_equal(r[0].op, r[1].op);
+    assert_int_equal(r[0].has_id, r[1].has_id);
+    assert_true(r[0].id == r[1].id);
+    assert_int_equal(r[0].sub.channel_len, r[1].sub.channel_len);
+    if (r[0].sub.channel) assert_string_equal(r[0].sub.channel, r[1].sub.channel);
+    assert_int_equal(r[0].sub.has_since, r[1].sub.has_since);
+    assert_int_equal(r[0].sub.since.n, r[1].sub.since.n);
+    for (size_t i = 0; i < r[0].sub.since.n; i++) {
+        assert_string_equal(r[0].sub.since.entries[i].origin, r[1].sub.since.entries[i].origin);
+        assert_true(r[0].sub.since.entries[i].seq == r[1].sub.since.entries[i].seq);
+    }
+    assert_int_equal(r[0].sub.last, r[1].sub.last);
+    assert_int_equal(r[0].data_encoding, r[1].data_encoding);
+    assert_int_equal(r[0].data_len, r[1].data_len);
+    if (r[0].data_len) assert_memory_equal(r[0].data, r[1].data, r[0].data_len);
+    assert_int_equal(!r[0].token, !r[1].token);
+    if (r[0].token) assert_string_equal(r[0].token, r[1].token);
+    assert_int_equal(r[0].nsubs, r[1].nsubs);
+    for (size_t i = 0; i < r[0].nsubs; i++) {
+        assert_string_equal(r[0].subs[i].channel, r[1].subs[i].channel);
+        assert_int_equal(r[0].subs[i].has_since, r[1].subs[i].has_since);
+        assert_int_equal(r[0].subs[i].since.n, r[1].subs[i].since.n);
+        for (size_t k = 0; k < r[0].subs[i].since.n; k++)
+            assert_true(r[0].subs[i].since.entries[k].seq == r[1].subs[i].since.entries[k].seq);
+    }
+    tw_request_free(&r[0]);
+    tw_request_free(&r[1]);
+}
+
+static void test_decode_json_one_pass(void **state)
+{
+    /* want: 1 accepted, 0 refused, -1 either (the reference decides) */
+    static const struct {
+        int want;
+        const char *msg;
+    } cases[] = {
+        {1, "{\"op\":\"publish\",\"id\":7,\"channel\":\"c\",\"data\":{\"t\":1,\"p\":\"xx\"}}"},
+        {1, " {\"op\" : \"publish\" ,\t\"channel\":\"c\",\r\n\"data\": [ 1 , { } , [ ] ] } \n"},
+        {1, "{\"op\":\"publish\",\"channel\":\"c\",\"data\":\"a\\\"b\\\\c\\/\\b\\f\\n\\r\\t\\u0041"
+            "\\u00e9\\u20ac\\u001f\\u007f\"}"},
+        {1, "{\"op\":\"publish\",\"channel\":\"c\",\"data\":{\"k\\u00e9y\":\"\xc3\xa9\xe2\x82\xac"
+            "\xf0\x9f\x98\x80\"}}"},
+        {1, "{\"op\":\"publish\",\"channel\":\"c\",\"data\":[-0,0.5e-3,1E+2,18446744073709551616,"
+            "-9223372036854775809,true,false,null]}"},
+        {1, "{\"op\":\"publish\",\"channel\":\"c\",\"data\":{\"a\":1,\"a\":2},\"x\":{\"op\":1}}"},
+        {1, "{\"id\":5.0,\"op\":\"ping\"}"},
+        {1, "{\"op\":\"ping\",\"id\":-9223372036854775808,\"extra\":\"\\u00e9\"}"},
+        {1,
+         "{\"op\":\"subscribe\",\"channel\":\"c\",\"since\":{\"n1.a\":5,\"n2.b\":0},\"last\":9}"},
+        {1, "{\"op\":\"subscribe\",\"channel\":\"c\",\"since\":\"n1.a:5\",\"last\":null}"},
+        {1, "{\"op\":\"subscribe\",\"channel\":\"c\",\"since\":{ }}"},
+        {1, "{\"op\":\"connect\",\"token\":\"t.t.t\",\"subs\":{\"a\":null,\"b\":{\"n.1\":3},"
+            "\"c\":\"n.1:4\"}}"},
+        {1, "{\"op\":\"refresh\",\"token\":\"abc\"}"},
+        {1, "{\"op\":\"unsubscribe\",\"channel\":\"c\"}"},
+        {1, "{\"op\":\"presence\",\"channel\":\"c\",\"id\":1}"},
+        /* the reference reader's cases */
+        {1, "{\"op\":\"publish\",\"channel\":\"c\",\"data\":\"\\ud83d\\ude00\"}"},
+        {0, "{\"op\":\"ping\",\"op\":\"ping\"}"},
+        {0, "{\"op\":\"ping\",\"id\":1,\"id\":2}"},
+        {0, "{\"op\":\"nope\",\"id\":3}"},
+        {0, "{\"op\":\"publish\",\"id\":3,\"channel\":\"\"}"},
+        {0, "{\"op\":\"publish\",\"id\":3,\"channel\":\"c\"}"},
+        {0, "{\"op\":\"subscribe\",\"channel\":\"c\",\"since\":{\"bad\":1},\"id\":8}"},
+        {0, "{\"op\":\"subscribe\",\"channel\":\"c\",\"since\":{\"n.1\":1,\"n.1\":2}}"},
+        {0, "{\"op\":\"subscribe\",\"channel\":\"c\",\"last\":10001}"},
+        {0, "{\"op\":\"ping\",\"id\":1.5}"},
+        {0, "{\"op\":\"ping\",\"id\":01}"},
+        {0, "{\"op\":\"ping\"} x"},
+        {0, "[1]"},
+        {0, "{\"op\":\"ping\",\"x\":\"\\u0000\"}"},
+        {0, "{\"op\":\"ping\",\"x\":\"\\ud800\"}"},
+        {0, "{\"op\":\"ping\",\"x\":\"\x01\"}"},
+        {0, "{\"op\":\"ping\",\"x\":\"\xc0\xaf\"}"},
+        {0, "{\"op\":\"ping\",\"x\":\"\\x\"}"},
+        {0, "{\"op\":\"ping\",\"x\":1.}"},
+        {0, "{\"op\":\"ping\",\"x\":tru}"},
+        {0, "{\"op\":\"ping\",}"},
+        {0, "{\"op\":\"ping\"\x0b}"},
+        {0, ""},
+        /* accepted by the reference only, or refused: either way its answer */
+        {-1, "\xef\xbb\xbf{\"op\":\"ping\"}"},
+        {-1, "{\"\\u006fp\":\"ping\"}"},
+        {-1, "{\"op\":\"p\\u0069ng\"}"},
+        {-1, "{\"op\":\"ping\",\"x\":\"\\ud83d\\ude00\"}"},
+        {-1,
+         "{\"op\":\"ping\",\"x\":123456789012345678901234567890123456789012345678901234567890123}"},
+        {-1, "{\"op\":\"ping\",\"x\":"
+             "1234567890123456789012345678901234567890123456789012345678901234}"},
+        {-1,
+         "{\"op\":\"ping\",\"x\":12345678901234567890123456789012345678901234567890123456789012}"},
+        {-1, "{\"op\":\"ping\",\"x\":\"\\ud83d\"}"},
+        {-1, "{\"op\":\"ping\",\"x\":\"\\ude00\\ud83d\"}"},
+        {-1, "\x0c{\"op\":\"ping\"}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        same_both_ways(cases[i].msg, strlen(cases[i].msg), TW_OP_NONE, cases[i].want);
+    /* the HTTP API's bodies */
+    const char *body = "{\"channel\":\"c\",\"data\":{\"v\": 1},\"op\":\"ignored\"}";
+    same_both_ways(body, strlen(body), TW_OP_PUBLISH, 1);
+    /* nesting: 32 levels in all are read in one pass, 33 are the reference's error */
+    char deep[256];
+    for (int levels = 30; levels <= 34; levels++) {
+        int n = snprintf(deep, sizeof deep, "{\"op\":\"publish\",\"channel\":\"c\",\"data\":");
+        for (int k = 1; k < levels; k++)
+            deep[n++] = '[';
+        for (int k = 1; k < levels; k++)
+            deep[n++] = ']';
+        deep[n++] = '}';
+        deep[n] = '\0';
+        same_both_ways(deep, (size_t)n, TW_OP_NONE, levels <= 32);
+    }
+    /* every prefix of a message with everything in it */
+    const char *all =
+        "{\"op\":\"publish\", \"id\":12,\"channel\":\"c:1\",\"data\":{\"a\":[1,-2.5e3,"
+        "\"x\\n\\u00e9\"],\"b\":{}, \"c\":null},\"since\":{\"n.1\":2}}";
+    for (size_t n = 0; n <= strlen(all); n++)
+        same_both_ways(all, n, TW_OP_NONE, n == strlen(all) ? 1 : -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1519,6 +1701,14 @@ int main(void)
         cmocka_unit_test(test_convert_msgpack_forms),
         cmocka_unit_test(test_convert_double_roundtrip),
         cmocka_unit_test(test_convert_invalid),
+        cmocka_unit_test(test_decode_json_one_pass),
+        cmocka_unit_test(test_encode_ack_json),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    /* Every case twice: JSON read in one pass (the default), then by the reference reader
+     * alone (jdoc_load + cJSON), which the one-pass reader must match. */
+    int failed = cmocka_run_group_tests_name("one pass", tests, NULL, NULL);
+    tw_proto__json_one_pass = 0;
+    failed += cmocka_run_group_tests_name("reference", tests, NULL, NULL);
+    tw_proto__json_one_pass = 1;
+    return failed;
 }
