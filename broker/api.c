@@ -226,7 +226,7 @@ static void api_history(tw_conn *c, tw_http_request *req)
     for (int step = 0; rc == 0 && pg.n < limit && step < 64; step++) {
         uint64_t last = after;
         rc = tw_store_read_channel(srv->reader, ch, (size_t)len, after, limit - pg.n + 1,
-                                   HISTORY_MAX_BYTES, history_event, &pg, &last, &at_head);
+                                   HISTORY_MAX_BYTES, history_event, &pg, &last, &at_head, NULL);
         rc |= pg.rc;
         if (rc || at_head || last == after) break;
         after = last;

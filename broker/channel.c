@@ -181,6 +181,10 @@ tw_sub *tw_sub_start(tw_session *s, const char *channel, size_t len, int from_lo
     s->subs = sub;
     s->nsubs++;
     srv->nsubs++;
+    /* What retention took before now was reported by the subscribe reply (recovered) or
+     * precedes where the subscription starts; only later trims can take what it needs. On
+     * a failed read the floor stays 0, so a trim is reported rather than missed. */
+    (void)tw_store_channel_trimmed(srv->reader, channel, len, &sub->trim_floor);
     if (filter && filter->n) {
         sub->filter = *filter; /* take the storage */
         memset(filter, 0, sizeof *filter);
@@ -261,8 +265,11 @@ void tw_fanout(tw_server *srv, tw_event *ev)
 
 typedef struct replay_ctx {
     tw_sub *sub;
+    uint64_t from;    /* the lsn the chunk reads after */
+    uint64_t trimmed; /* the channel's retention mark, set by the read before any event */
     size_t sent;
     int failed;
+    int lost; /* retention took events the subscription had not read */
 } replay_ctx;
 
 static int cursor_has_seen(const tw_cursor *c, const char *origin, uint64_t seq)
@@ -277,6 +284,12 @@ static int replay_event(void *arg, const tw_store_event *ev)
     replay_ctx *rc = arg;
     tw_sub *sub = rc->sub;
     tw_session *s = sub->sess;
+    if (rc->trimmed > rc->from && rc->trimmed > sub->trim_floor) {
+        /* Nothing after the hole may go out: the client's cursor would pass it, and its
+         * resume would be told recovered: true. */
+        rc->lost = 1;
+        return 1;
+    }
     sub->last_lsn = ev->lsn;
     if (sub->filtering && cursor_has_seen(&sub->filter, ev->origin, ev->seq)) return 0;
     tw_frame *f = tw_frame_event(s->enc, ev->channel, ev->channel_len, ev->origin, ev->seq,
@@ -293,19 +306,30 @@ static int replay_event(void *arg, const tw_store_event *ev)
 /* Reads one chunk of the log for a subscription. Returns 1 when it reached the head. */
 static int catchup_chunk(tw_server *srv, tw_sub *sub)
 {
-    replay_ctx rc = {sub, 0, 0};
+    replay_ctx rc = {.sub = sub, .from = sub->last_lsn};
     uint64_t last;
     int at_head = 0;
     int err = tw_store_read_channel(srv->reader, sub->ch->name, sub->ch->len, sub->last_lsn,
                                     (size_t)srv->cfg->replay_chunk_events,
                                     (size_t)srv->cfg->replay_chunk_bytes, replay_event, &rc, &last,
-                                    &at_head);
+                                    &at_head, &rc.trimmed);
     srv->stats.events_delivered += rc.sent;
     srv->stats.events_replayed += rc.sent;
     if (err || rc.failed) {
         tw_error("replay", "reading channel %s for session %s failed: %s", sub->ch->name,
                  sub->sess->id, err ? tw_store_strerror(err) : "encoding failed");
         tw_session_close(sub->sess, 1011, "internal error");
+        return 0;
+    }
+    if (rc.lost || (rc.trimmed > rc.from && rc.trimmed > sub->trim_floor)) {
+        /* Retention took events it had not read (the mark, read in the chunk's snapshot, is
+         * past where the chunk started): the log can no longer bring it up to date. It
+         * resumes and is told recovered: false (DESIGN.md: 4208 for one that falls past
+         * retention). */
+        tw_info("slow-consumer", "session %s fell behind retention on a channel: closing with 4208",
+                sub->sess->id);
+        srv->stats.slow_consumer_closes++;
+        tw_session_close(sub->sess, 4208, "fell behind retention");
         return 0;
     }
     return at_head;

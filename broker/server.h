@@ -208,6 +208,9 @@ struct tw_sub {
     tw_sub *s_next;            /* session's list */
     tw_sub *cu_next;           /* session's catch-up list */
     uint64_t last_lsn;
+    /* The channel's retention mark (newest lsn trimmed) when the subscription started: a
+     * later mark above last_lsn means retention took events it had not read yet. */
+    uint64_t trim_floor;
     uint8_t live;
     uint8_t in_cu;
     uint8_t filtering;         /* skip events the resume cursor has seen (first replay) */

@@ -377,7 +377,7 @@ static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
         int at_head;
         if (rc == 0)
             rc = tw_store_read_channel(srv->reader, a->channel, a->channel_len, after, 1, 1,
-                                       count_event, &n, &last_lsn, &at_head);
+                                       count_event, &n, &last_lsn, &at_head, NULL);
         if (rc != 0) {
             tw_error("store-read", "reading channel for a subscribe failed: %s",
                      tw_store_strerror(rc));

@@ -230,11 +230,15 @@ void tw_store_reader_free(tw_store_reader *r);
  * must not block (copy or encode the event and return).
  * On return *last_lsn is the lsn of the last event passed (after_lsn if none) and *at_head
  * is 1 when the channel had no further event in the snapshot read, else 0. A channel
- * never written reads as empty (at_head 1).
+ * never written reads as empty (at_head 1). trimmed_lsn, when not NULL, receives the
+ * channel's retention mark in the same snapshot (as tw_store_channel_trimmed), set before
+ * cb is first called: a reader that had read up to after_lsn missed events when it is
+ * above after_lsn (cb may then stop the read at once).
  */
 int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channel_len,
                           uint64_t after_lsn, size_t max_events, size_t max_bytes,
-                          tw_store_event_cb cb, void *arg, uint64_t *last_lsn, int *at_head);
+                          tw_store_event_cb cb, void *arg, uint64_t *last_lsn, int *at_head,
+                          uint64_t *trimmed_lsn);
 
 /*
  * Reads the events of one origin with seq >= from_seq, in seq order, through the origin

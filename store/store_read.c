@@ -202,9 +202,28 @@ static int fetch_event(tw_store_reader *r, uint32_t chan_id, const MDB_val *ck, 
     return 0;
 }
 
+/* The highest seq of origin idx trimmed from channel chan_id (0: none). */
+static int trimmed_seq(tw_store_reader *r, uint32_t chan_id, uint32_t idx, uint64_t *seq)
+{
+    unsigned char key[TW_STORE__CHTRIM_KEY];
+    MDB_val k = {sizeof(key), key}, v;
+    int rc;
+
+    tw_store__put_be32(key, chan_id);
+    tw_store__put_be32(key + 4, idx);
+    rc = mdb_get(r->txn, r->s->dbi_chtrim, &k, &v);
+    *seq = 0;
+    if (rc == MDB_NOTFOUND) return 0;
+    if (rc) return tw_store__map_err(rc);
+    if (v.mv_size != 8) return TW_STORE_ECORRUPT;
+    *seq = tw_store__get_be64(v.mv_data);
+    return 0;
+}
+
 int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channel_len,
                           uint64_t after_lsn, size_t max_events, size_t max_bytes,
-                          tw_store_event_cb cb, void *arg, uint64_t *last_lsn, int *at_head)
+                          tw_store_event_cb cb, void *arg, uint64_t *last_lsn, int *at_head,
+                          uint64_t *trimmed_lsn)
 {
     unsigned char key[TW_STORE__CHIDX_KEY];
     MDB_cursor_op op = MDB_SET_RANGE;
@@ -220,10 +239,15 @@ int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channe
         return TW_STORE_EINVAL;
     rc = begin_read(r);
     if (rc) return rc;
+    if (trimmed_lsn) *trimmed_lsn = 0;
     rc = lookup_chan(r, channel, channel_len, &id);
     if (rc == MDB_NOTFOUND || (rc == 0 && after_lsn == UINT64_MAX))
         goto out_done; /* never written, or nothing can follow: empty, at head */
     if (rc) goto out_end_read;
+    if (trimmed_lsn) {
+        rc = trimmed_seq(r, id, 0, trimmed_lsn); /* origin idx 0: the channel's lsn mark */
+        if (rc) goto out_end_read;
+    }
 
     tw_store__put_be32(key, id);
     tw_store__put_be64(key + 4, after_lsn + 1);
@@ -314,24 +338,6 @@ static int all_known(tw_store_reader *r, const tw_store_cursor_entry *e, size_t 
         }
         if (rc) return tw_store__map_err(rc);
     }
-    return 0;
-}
-
-/* The highest seq of origin idx trimmed from channel chan_id (0: none). */
-static int trimmed_seq(tw_store_reader *r, uint32_t chan_id, uint32_t idx, uint64_t *seq)
-{
-    unsigned char key[TW_STORE__CHTRIM_KEY];
-    MDB_val k = {sizeof(key), key}, v;
-    int rc;
-
-    tw_store__put_be32(key, chan_id);
-    tw_store__put_be32(key + 4, idx);
-    rc = mdb_get(r->txn, r->s->dbi_chtrim, &k, &v);
-    *seq = 0;
-    if (rc == MDB_NOTFOUND) return 0;
-    if (rc) return tw_store__map_err(rc);
-    if (v.mv_size != 8) return TW_STORE_ECORRUPT;
-    *seq = tw_store__get_be64(v.mv_data);
     return 0;
 }
 

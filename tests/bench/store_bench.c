@@ -135,7 +135,7 @@ static int replay_bench(tw_store *s, size_t n, size_t noise, const char *payload
     for (int head = 0; !head;) {
         uint64_t last;
         if (tw_store_read_channel(r, "target", 6, after, 512, 256 << 10, copy_event, &k, &last,
-                                  &head) != 0)
+                                  &head, NULL) != 0)
             return 1;
         after = last;
     }
@@ -152,7 +152,7 @@ static int replay_bench(tw_store *s, size_t n, size_t noise, const char *payload
         while (!head && one.n < 1000) {
             uint64_t last;
             if (tw_store_read_channel(r, "target", 6, at, 1000 - one.n, 0, copy_event, &one, &last,
-                                      &head) != 0)
+                                      &head, NULL) != 0)
                 return 1;
             at = last;
         }

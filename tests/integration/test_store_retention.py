@@ -163,3 +163,46 @@ def test_history_carries_msgpack_data_as_json_clients_see_it(node):
     assert h["events"] == [{"op": "event", "channel": "bin:1", "pos": pos,
                             "ts": h["events"][0]["ts"],
                             "data": {"blob": {"$base64": base64.b64encode(blob).decode()}, "n": 1}}]
+
+
+def test_reader_that_falls_past_retention_is_closed_4208_and_told_unrecovered(node_factory):
+    """A subscription catching up from the log whose unread events retention trims is not
+    left to skip them silently: it gets the events before the hole, then close 4208; its
+    resume from the last position it saw is told recovered: false."""
+    import websockets
+    node = node_factory("--retention-max-count", "200", "--retention-interval", "50ms",
+                        "--outbound-high-water", "64KiB").start()
+    big = "x" * 100_000
+    first = [publish(node, "feed", {"i": i, "p": big}) for i in range(200)]  # 20 MB kept
+    origin = origin_of(first[0])
+
+    async def go():
+        c = await Client.connect(node.url)
+        # Subscribe from the oldest kept and stop reading: the socket buffers fill, the
+        # subscription stays behind in the log with most of the 20 MB unread.
+        r = await c.request("subscribe", channel="feed", since={})
+        assert r["recovered"] is True
+        c.ws.transport.pause_reading()
+        time.sleep(0.5)
+        for i in range(200, 400):  # retention now trims every event of the first 200
+            publish(node, "feed", {"i": i, "p": big})
+        wait_trimmed(node, 200)
+        c.ws.transport.resume_reading()
+        got = []
+        try:
+            while True:
+                m = await c.wait(lambda m: m.get("op") == "event", timeout=30)
+                got.append(m)
+        except websockets.ConnectionClosed as e:
+            assert e.rcvd is not None and e.rcvd.code == 4208, e.rcvd
+        # What arrived has no hole: the events before it, in order, and nothing after it.
+        idx = [m["data"]["i"] for m in got]
+        assert idx == list(range(len(idx))) and 0 < len(idx) < 200, idx[-5:]
+        # Its resume is the truth: events it never saw are gone.
+        d = await Client.connect(node.url)
+        r = await d.request("subscribe", channel="feed", since={origin: seq_of(got[-1]["pos"])})
+        assert r["recovered"] is False
+        assert (await d.events(1, timeout=30))[0]["data"]["i"] == 200
+
+    run(go())
+    assert node.stats()["slow_consumers"]["closed"] >= 1

@@ -305,7 +305,7 @@ static int read_chan(tw_store_reader *r, const char *chan, uint64_t after, size_
                      size_t max_bytes, struct got *g, uint64_t *last, int *at_head)
 {
     return tw_store_read_channel(r, chan, strlen(chan), after, max_events, max_bytes, got_cb, g,
-                                 last, at_head);
+                                 last, at_head, NULL);
 }
 
 /* Opens the store's environment directly (store closed) to inspect or damage it. */
@@ -1135,9 +1135,9 @@ static void test_read_channel(void **state)
     assert_int_equal(g.n, 0);
     assert_int_equal(last, 17);
     assert_int_equal(head, 1);
-    assert_int_equal(tw_store_read_channel(r, "a", 0, 0, 0, 0, got_cb, &g, &last, &head),
+    assert_int_equal(tw_store_read_channel(r, "a", 0, 0, 0, 0, got_cb, &g, &last, &head, NULL),
                      TW_STORE_EINVAL);
-    assert_int_equal(tw_store_read_channel(r, "a", 1, 0, 0, 0, NULL, &g, &last, &head),
+    assert_int_equal(tw_store_read_channel(r, "a", 1, 0, 0, 0, NULL, &g, &last, &head, NULL),
                      TW_STORE_EINVAL);
 
     /* A new event shows in the next call (each call reads a fresh snapshot). */

@@ -190,7 +190,7 @@ static struct count_ctx read_all(tw_store_reader *r, const char *channel)
     uint64_t last;
     int head;
     assert_int_equal(
-        tw_store_read_channel(r, channel, strlen(channel), 0, 0, 0, count_cb, &c, &last, &head), 0);
+        tw_store_read_channel(r, channel, strlen(channel), 0, 0, 0, count_cb, &c, &last, &head, NULL), 0);
     assert_int_equal(head, 1);
     return c;
 }
@@ -469,7 +469,7 @@ static void *reader_loop(void *arg)
         struct count_ctx c = {0};
         uint64_t last;
         int head;
-        m->rc = tw_store_read_channel(r, "a", 1, 0, 0, 0, count_cb, &c, &last, &head);
+        m->rc = tw_store_read_channel(r, "a", 1, 0, 0, 0, count_cb, &c, &last, &head, NULL);
         m->reads++;
         usleep(500); /* a reader, not a wall of snapshots pinning every freed page */
     }
