@@ -11,7 +11,7 @@ FUZZ_LONG ?= 300
 SOAK_SECONDS ?= 600
 ARGS    ?=
 
-.PHONY: all deps test-deps js-deps build asan fuzz-build run test test-fast fuzz bench bench-cluster soak clean format
+.PHONY: all deps test-deps js-deps build asan fuzz-build run test test-fast fuzz bench bench-node bench-peers bench-cluster soak clean format
 
 all: build
 
@@ -63,8 +63,22 @@ fuzz: fuzz-build
 test-fast: test-deps js-deps build
 	cd $(BUILD) && ctest --output-on-failure -j 2 --timeout 600
 
-bench: build
+# Every benchmark of docs/benchmarks.md: the log and the node alone, then against the peers.
+bench: bench-node bench-peers
+
+bench-node: build
 	tests/bench/run.sh
+
+# tidewire against nats-server (WebSocket, JetStream file storage) and Socket.IO 4 on Node:
+# the peers' packages (install-deps.sh --bench), the Socket.IO server's npm packages from
+# the committed lock file, then 3 repeats of 5 s per case; the table and the plot go into
+# docs/benchmarks.md (tests/bench/peers/run.sh).
+PEERS_SIO = tests/bench/peers/socketio
+bench-peers: build
+	@deploy/install-deps.sh --bench
+	@cd $(PEERS_SIO) && { [ node_modules/.tw-npm-ci -nt package-lock.json ] || \
+		{ npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.tw-npm-ci; }; }
+	TW_BUILD=$(BUILD) tests/bench/peers/run.sh 3 5
 
 # The log's crash-safety test for longer: SIGKILL in the middle of heavy publishing, then
 # check every acknowledged event, SOAK_CYCLES times (make test runs 20).

@@ -8,16 +8,20 @@ build_pkgs=(build-essential cmake pkg-config
     libhttp-parser-dev libcjson-dev)
 test_pkgs=(libcmocka-dev python3 python3-websockets python3-pytest python3-msgpack lmdb-utils clang haproxy
     libclang-rt-14-dev curl)
+# make bench-peers only (tests/bench/peers): the peers tidewire is measured against, the plot,
+# and eatmydata (tidewire with fsync off, JetStream 2.9's policy); Node.js for Socket.IO below.
+bench_pkgs=(nats-server gnuplot-nox eatmydata curl util-linux)
 
 want=("${build_pkgs[@]}")
 [[ ${1:-} == --test ]] && want+=("${test_pkgs[@]}")
+[[ ${1:-} == --bench ]] && want+=("${bench_pkgs[@]}")
 
 # The JavaScript client's tests (client-sdk/js: Node's test runner, Playwright driving
 # Debian's Chromium). Node.js 18 or later with npm: Debian's nodejs + npm unless a Node.js
 # with npm is already installed (NodeSource's nodejs carries its own npm and conflicts with
 # Debian's npm package, so it is left alone).
-if [[ ${1:-} == --test ]]; then
-    want+=(chromium)
+if [[ ${1:-} == --test || ${1:-} == --bench ]]; then
+    [[ ${1:-} == --test ]] && want+=(chromium)
     if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
         want+=(nodejs npm)
     fi

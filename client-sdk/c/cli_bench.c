@@ -7,10 +7,15 @@
  *           every delivery's latency goes into one histogram.
  *  publish  K acknowledged publishes kept in flight over C connections; ack latency.
  *
+ * With --protocol tidewire|nats-ws|socketio (and for the kinds replay and conns) the
+ * generator of cli_bench_peer.c runs instead: one minimal WebSocket client speaking
+ * tidewire's, NATS's or Socket.IO's protocol, for comparing tidewire with its peers.
+ *
  * Output: human-readable lines, then one line of JSON with every figure (last line of
  * stdout). Progress goes to stderr once a second.
  */
 #include "cli.h"
+#include "cli_bench_peer.h"
 #include "hist.h"
 #include "twc.h"
 
@@ -531,7 +536,13 @@ static void bench_finish(bench *b)
 
 int cli_bench(int argc, char **argv)
 {
-    if (argc < 2) return cli_usage_error("bench needs fanout or publish");
+    if (argc < 2) return cli_usage_error("bench needs fanout, publish, replay or conns");
+    /* --protocol (any, tidewire included), replay and conns: the one generator for tidewire
+     * and its peers (cli_bench_peer.c). Without it: the twc-based generator below. */
+    bool peer = !strcmp(argv[1], "replay") || !strcmp(argv[1], "conns");
+    for (int i = 2; i < argc && !peer; i++)
+        peer = !strncmp(argv[i], "--protocol", 10);
+    if (peer) return cli_bench_peer(argc, argv);
     bench *b = calloc(1, sizeof *b);
     if (!b) return CLI_ERROR;
     if (!strcmp(argv[1], "fanout")) {
