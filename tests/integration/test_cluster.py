@@ -259,7 +259,7 @@ def test_chaos_short_run_loses_nothing():
     env = dict(os.environ)
     p = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tests/chaos/checker.py"),
                         "--seconds", os.environ.get("TW_CHAOS_SECONDS", "30"), "--settle", "60",
-                        "--seed", "7"], capture_output=True, text=True, timeout=400, env=env)
+                        "--seed", "7"], capture_output=True, text=True, timeout=600, env=env)
     print(p.stdout[-3000:], p.stderr[-3000:])
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     report = json.loads(p.stdout.strip().splitlines()[-1])
