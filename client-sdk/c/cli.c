@@ -136,6 +136,16 @@ uint64_t cli_raise_nofile(void)
     return rl.rlim_cur;
 }
 
+int cli_nofile_allows(uint64_t nconns)
+{
+    uint64_t nofile = cli_raise_nofile();
+    if (!nofile || nconns + 32 <= nofile) return 0;
+    fprintf(stderr,
+            "tidewire-cli bench: %llu connections need more open files than the limit (%llu)\n",
+            (unsigned long long)nconns, (unsigned long long)nofile);
+    return -1;
+}
+
 static void print_handle(uv_handle_t *h, void *arg)
 {
     fprintf(stderr, "tidewire-cli: handle left open: %s%s\n", uv_handle_type_name(h->type),

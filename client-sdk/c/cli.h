@@ -32,6 +32,11 @@ const char *cli_default_token(void);
 /* Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the new soft limit. */
 uint64_t cli_raise_nofile(void);
 
+/* Raises RLIMIT_NOFILE as cli_raise_nofile() and returns 0 when it allows nconns
+ * connections (plus a margin for the loop's own files); else says so on stderr and
+ * returns -1. */
+int cli_nofile_allows(uint64_t nconns);
+
 /* Runs loop until nothing is left, closes it and checks (debug assert) that it closed
  * cleanly: every handle closed, every request done. Returns uv_loop_close's result. */
 int cli_loop_finish(uv_loop_t *loop);

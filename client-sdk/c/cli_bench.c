@@ -605,12 +605,7 @@ int cli_bench(int argc, char **argv)
                  b->mode == MODE_FANOUT ? "fanout" : "publish", (long)getpid());
     if (b->mode == MODE_PUBLISH) b->nsubs = 0;
 
-    uint64_t nofile = cli_raise_nofile();
-    if (nofile && b->nsubs + b->nconns + 32 > nofile) {
-        fprintf(stderr,
-                "tidewire-cli bench: %llu connections need more open files than the "
-                "limit (%llu)\n",
-                (unsigned long long)(b->nsubs + b->nconns), (unsigned long long)nofile);
+    if (cli_nofile_allows((uint64_t)b->nsubs + b->nconns) != 0) {
         free(b);
         return CLI_ERROR;
     }

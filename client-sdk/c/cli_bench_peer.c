@@ -1330,12 +1330,7 @@ int cli_bench_peer(int argc, char **argv)
     if (b->kind == K_REPLAY) b->nsubs = 1; /* the replaying client, started after the fill */
     if (b->kind == K_CONNS) b->nconns = 0;
 
-    uint64_t nofile = cli_raise_nofile();
-    if (nofile && b->nsubs + b->nconns + 32 > nofile) {
-        fprintf(stderr,
-                "tidewire-cli bench: %llu connections need more open files than the "
-                "limit (%llu)\n",
-                (unsigned long long)(b->nsubs + b->nconns), (unsigned long long)nofile);
+    if (cli_nofile_allows((uint64_t)b->nsubs + b->nconns) != 0) {
         free(b);
         return CLI_ERROR;
     }
