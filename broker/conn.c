@@ -266,7 +266,7 @@ void tw_conn_close(tw_conn *c)
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     tw_conn *c = h->data;
-    /* Every read is consumed (parsed, or copied by wslay) before the next one starts. */
+    /* Every read is consumed (parsed, or copied) before the next one starts. */
     buf->base = (char *)c->srv->readbuf;
     buf->len = sizeof c->srv->readbuf;
 }

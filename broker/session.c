@@ -1,7 +1,7 @@
 /*
  * session.c — the client protocol over one WebSocket: decode each message, act, reply.
  * Every refused request gets an `error` reply and the connection stays open; only
- * frame-level faults (wslay) and policy limits close it.
+ * frame-level faults (ws.c) and policy limits close it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -147,7 +147,7 @@ void tw_session_feed(tw_session *s, const uint8_t *data, size_t len)
     /* The publishes of this read go to the writer together, before the next client's. */
     tw_server_submit_pending(s->conn->srv);
     if (rc != 0 || tw_ws_closing(&s->ws)) {
-        if (rc != 0 || s->ws.ctx == NULL || !tw_ws_close_received(&s->ws))
+        if (rc != 0 || !tw_ws_close_received(&s->ws))
             s->conn->srv->stats.protocol_closes++;
         tw_conn_close(s->conn);
     }

@@ -10,6 +10,22 @@
  * text is checked for UTF-8 with an ASCII fast path; the client SDK did the same for the
  * same reasons (client-sdk/c/twc_conn.c).
  *
+ * Sending does not use it either: the event context each connection kept only to write
+ * pongs, pings and closes held two 4 KiB staging buffers, 8.8 KiB of the 10.1 KiB an idle
+ * subscribed connection cost (issue 6 asks for 4 KiB). A control frame is at most 127 bytes
+ * and unmasked from a server, so it is built on the stack and written at once, in one output
+ * call (wslay made one for the header and one for the payload). Its rules are
+ * wslay_event_queue_close's and wslay_event_send's: nothing after a close frame; code 0
+ * gives an empty close frame; a reason over 123 bytes, no frame. The frames' bytes and
+ * order are wslay's, but for when they leave: a pong or close is written as soon as its
+ * frame is read, where wslay wrote them at the end of tw_ws_feed. So a pong now goes before
+ * the replies to messages that followed its ping in the same read (any order is valid), and
+ * a ping read before a close (or before a frame we refuse) in the same read is answered:
+ * wslay queued its close ahead of the waiting pongs and dropped them, where RFC 6455 5.5.2
+ * wants a pong for every ping read before the close.
+ * tests/fuzz/fuzz_ws_diff.c compares all of it, receiving and sending, with wslay's event
+ * layer, which stays the reference.
+ *
  * The rules are wslay 1.1's, rule for rule and in its order, with its close codes:
  * - frame header: a control frame with FIN clear or more than 125 bytes, a 16-bit length
  *   below 126 or a 64-bit one below 65536 or with the top bit set: an empty close frame,
@@ -27,43 +43,17 @@
  *   valid close is echoed with its code and reason (an empty close when it had none, or a
  *   1-byte payload, as wslay does); reading stops;
  * - a ping is answered with a pong carrying its payload;
- * after any close is queued nothing more is read. Control frames may come between the
+ * after any close is sent nothing more is read. Control frames may come between the
  * fragments of a message. Data messages that arrive after we sent a close are dropped
  * (RFC 6455 1.4). tests/unit/test_ws.c scripts these cases and tests/fuzz/fuzz_ws.c feeds
  * arbitrary bytes.
  */
 #include "ws.h"
 
-#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
 enum { OP_CONT = 0, OP_TEXT = 1, OP_BINARY = 2, OP_CLOSE = 8, OP_PING = 9, OP_PONG = 10 };
-
-/* A message buffer above this is freed after its message, not kept for the next. */
-#define MSG_KEEP_MAX (64 * 1024)
-
-/* wslay's event layer is used for sending only: it must never read. */
-static ssize_t recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *user)
-{
-    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    return -1;
-}
-
-/* wslay pushes bytes: always take all of them (the owner queues them), so wslay never keeps a
- * partly sent frame that our own frames could be interleaved into. */
-static ssize_t send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
-                       void *user)
-{
-    tw_ws *ws = user;
-    ws->cb->output(ws->arg, data, len);
-    return (ssize_t)len;
-}
-
-static const struct wslay_event_callbacks wslay_cbs = {
-    .recv_callback = recv_cb,
-    .send_callback = send_cb,
-};
 
 int tw_ws_init(tw_ws *ws, uint64_t max_message, const tw_ws_callbacks *cb, void *arg)
 {
@@ -72,34 +62,55 @@ int tw_ws_init(tw_ws *ws, uint64_t max_message, const tw_ws_callbacks *cb, void 
     ws->arg = arg;
     ws->max_message = max_message;
     ws->read_enabled = 1;
-    if (wslay_event_context_server_init(&ws->ctx, &wslay_cbs, ws) != 0) return -ENOMEM;
     return 0;
 }
 
 void tw_ws_free(tw_ws *ws)
 {
-    if (ws->ctx) wslay_event_context_free(ws->ctx);
-    ws->ctx = NULL;
     free(ws->msg);
     ws->msg = NULL;
     ws->msg_len = ws->msg_cap = 0;
 }
 
-static int flush(tw_ws *ws)
+/* ---- Sending ---------------------------------------------------------------------------- */
+
+/*
+ * Writes one control frame, header and payload (a + b, at most 125 bytes) in one output call,
+ * so the owner's own frames can only come between whole frames. Server frames are not
+ * masked. Nothing is written once a close was: the close frame is the last (RFC 6455 5.5.1),
+ * as wslay refused to queue anything after it (WSLAY_ERR_NO_MORE_MSG).
+ */
+static void send_control(tw_ws *ws, uint8_t op, const uint8_t *a, size_t alen, const uint8_t *b,
+                         size_t blen)
 {
-    if (wslay_event_want_write(ws->ctx) && wslay_event_send(ws->ctx) != 0) return -1;
-    return 0;
+    uint8_t f[2 + 125];
+    if (ws->close_sent) return;
+    if (op == OP_CLOSE) ws->close_sent = 1; /* before output, which may call us back */
+    f[0] = (uint8_t)(0x80 | op);
+    f[1] = (uint8_t)(alen + blen);
+    if (alen) memcpy(f + 2, a, alen);
+    if (blen) memcpy(f + 2 + alen, b, blen);
+    ws->cb->output(ws->arg, f, 2 + alen + blen);
+}
+
+/* A close frame with `code` and `reason`, as wslay_event_queue_close built it: code 0 gives an
+ * empty close (and drops the reason); a reason over 123 bytes gives none at all. */
+static void send_close(tw_ws *ws, uint16_t code, const uint8_t *reason, size_t reason_len)
+{
+    if (reason_len > 123) return;
+    uint8_t c[2] = {(uint8_t)(code >> 8), (uint8_t)code};
+    send_control(ws, OP_CLOSE, c, code ? 2 : 0, reason, code ? reason_len : 0);
 }
 
 /* ---- Receiving -------------------------------------------------------------------------- */
 
-/* Stops reading and queues a close with `code` (0: an empty close frame), as wslay's
- * queue_close_wrapper: 0, or -1 when even that failed (out of memory). */
+/* Stops reading and sends a close with `code` (0: an empty close frame), unless one was sent
+ * already (wslay's queue_close_wrapper). Returns 0. */
 static int refuse(tw_ws *ws, uint16_t code, const uint8_t *reason, size_t reason_len)
 {
     ws->read_enabled = 0;
-    int r = wslay_event_queue_close(ws->ctx, code, reason, reason_len);
-    return r == 0 || r == WSLAY_ERR_NO_MORE_MSG ? 0 : -1;
+    send_close(ws, code, reason, reason_len);
+    return 0;
 }
 
 static int valid_close_code(unsigned code)
@@ -220,14 +231,14 @@ static uint64_t header_payload_len(const tw_ws *ws)
 }
 
 /* The header is whole: the frame's length, mask key, and the event layer's checks.
- * 1: read its payload; 0: refused (a close is queued); -1: failed hard. */
+ * 1: read its payload; 0: refused (a close was sent). */
 static int frame_start(tw_ws *ws)
 {
     uint8_t b0 = ws->hdr[0], b1 = ws->hdr[1], l7 = b1 & 0x7f;
     size_t at = 2 + (l7 == 126 ? 2 : l7 == 127 ? 8 : 0);
     uint64_t len = header_payload_len(ws);
     uint8_t op = b0 & 0x0f, fin = b0 >> 7;
-    if ((b0 & 0x70) || !(b1 & 0x80)) return refuse(ws, 1002, NULL, 0) ? -1 : 0;
+    if ((b0 & 0x70) || !(b1 & 0x80)) return refuse(ws, 1002, NULL, 0);
     memcpy(ws->mask, ws->hdr + at, 4);
     uint64_t before = 0; /* bytes of the message already read */
     if (op == OP_CLOSE || op == OP_PING || op == OP_PONG) {
@@ -241,11 +252,10 @@ static int frame_start(tw_ws *ws)
     } else if (ws->in_msg && op == OP_CONT) {
         before = ws->msg_len;
     } else {
-        return refuse(ws, 1002, NULL, 0) ? -1 : 0;
+        return refuse(ws, 1002, NULL, 0);
     }
     if (op < 8) ws->msg_fin = fin;
-    if (len > ws->max_message || before > ws->max_message - len)
-        return refuse(ws, 1009, NULL, 0) ? -1 : 0;
+    if (len > ws->max_message || before > ws->max_message - len) return refuse(ws, 1009, NULL, 0);
     ws->f_op = op;
     ws->f_fin = fin;
     ws->f_len = len;
@@ -267,41 +277,43 @@ static int msg_reserve(tw_ws *ws, size_t need)
     return 0;
 }
 
-/* The frame's payload is whole. 0 to go on, -1 failed hard (reading has stopped either way
- * when a close was queued). */
+/* The payload of the control frame being read: kept in the message buffer after the open
+ * message's bytes (a control frame may come between its fragments), so no buffer is set
+ * aside for it. NULL while it is empty. */
+static uint8_t *ctl(const tw_ws *ws)
+{
+    return ws->msg ? ws->msg + ws->msg_len : NULL;
+}
+
+/* The frame's payload is whole. 0 to go on (reading has stopped when a close was sent). */
 static int frame_end(tw_ws *ws)
 {
     ws->in_frame = 0;
     ws->hdr_len = 0;
     switch (ws->f_op) {
     case OP_CLOSE: {
+        const uint8_t *c = ctl(ws);
         unsigned code = 0;
         size_t rl = 0;
         if (ws->ctl_len > 2) {
-            rl = ws->ctl_len - 2;
+            rl = ws->ctl_len - 2u;
             if (ws->ctl_utf8_ok != rl) return refuse(ws, 1007, NULL, 0); /* unfinished */
         }
         if (ws->ctl_len >= 2) {
-            code = (unsigned)ws->ctl[0] << 8 | ws->ctl[1];
+            code = (unsigned)c[0] << 8 | c[1];
             if (!valid_close_code(code)) return refuse(ws, 1002, NULL, 0);
         } else {
             rl = 0;
         }
         ws->close_received = 1;
-        if (refuse(ws, (uint16_t)code, rl ? ws->ctl + 2 : NULL, rl)) return -1;
+        refuse(ws, (uint16_t)code, rl ? c + 2 : NULL, rl);
         if (ws->cb->on_activity) ws->cb->on_activity(ws->arg);
         return 0;
     }
-    case OP_PING: {
-        struct wslay_event_msg pong = {OP_PONG, ws->ctl, ws->ctl_len};
-        int r = wslay_event_queue_msg(ws->ctx, &pong);
-        if (r && r != WSLAY_ERR_NO_MORE_MSG) {
-            ws->read_enabled = 0;
-            return -1;
-        }
+    case OP_PING:
+        send_control(ws, OP_PONG, ctl(ws), ws->ctl_len, NULL, 0);
         if (ws->cb->on_activity) ws->cb->on_activity(ws->arg);
         return 0;
-    }
     case OP_PONG:
         if (ws->cb->on_activity) ws->cb->on_activity(ws->arg);
         return 0;
@@ -311,14 +323,9 @@ static int frame_end(tw_ws *ws)
     ws->in_msg = 0;
     if (ws->cb->on_activity) ws->cb->on_activity(ws->arg);
     /* After we sent a close, the client's in-flight messages are dropped (RFC 6455 1.4). */
-    if (!wslay_event_get_close_sent(ws->ctx))
+    if (!ws->close_sent)
         ws->cb->on_message(ws->arg, ws->msg_op, ws->msg_len ? ws->msg : NULL, ws->msg_len);
     ws->msg_len = 0;
-    if (ws->msg_cap > MSG_KEEP_MAX) { /* one huge message must not pin its buffer */
-        free(ws->msg);
-        ws->msg = NULL;
-        ws->msg_cap = 0;
-    }
     return 0;
 }
 
@@ -342,12 +349,20 @@ static int recv_frames(tw_ws *ws, const uint8_t *p, size_t n)
         if (left && n == 0) return 0;
         size_t take = left < n ? (size_t)left : n;
         if (ws->f_op & 8) {
-            unmask(ws->ctl + ws->ctl_len, p, take, ws->mask, ws->f_off);
-            ws->ctl_len += take;
+            if (take) {
+                if (msg_reserve(ws, ws->msg_len + ws->ctl_len + take)) {
+                    ws->read_enabled = 0;
+                    return -1;
+                }
+                unmask(ctl(ws) + ws->ctl_len, p, take, ws->mask, ws->f_off);
+                ws->ctl_len = (uint8_t)(ws->ctl_len + take); /* <= 125: read_header checked */
+            }
             /* a close's reason, checked as it arrives (as wslay did) */
+            size_t ok = ws->ctl_utf8_ok;
             if (ws->f_op == OP_CLOSE && ws->ctl_len > 2 &&
-                utf8_prefix(ws->ctl + 2, ws->ctl_len - 2, &ws->ctl_utf8_ok))
+                utf8_prefix(ctl(ws) + 2, ws->ctl_len - 2u, &ok))
                 return refuse(ws, 1007, NULL, 0);
+            ws->ctl_utf8_ok = (uint8_t)ok;
         } else if (take) {
             if (msg_reserve(ws, ws->msg_len + take)) {
                 ws->read_enabled = 0;
@@ -368,33 +383,35 @@ static int recv_frames(tw_ws *ws, const uint8_t *p, size_t n)
 
 int tw_ws_feed(tw_ws *ws, const uint8_t *data, size_t len)
 {
-    int rc = 0;
-    /* On a rule broken a close (1002, 1007, 1009) is queued and reading stops; on a
-     * malformed header an empty close is queued and we fail: flush the close either way. */
-    if (ws->read_enabled && recv_frames(ws, data, len) != 0) rc = -1;
-    if (flush(ws) != 0) rc = -1;
+    /* On a rule broken a close (1002, 1007, 1009) was sent and reading stops; on a malformed
+     * header an empty close was sent and we fail. */
+    int rc = ws->read_enabled && recv_frames(ws, data, len) != 0 ? -1 : 0;
+    /* An idle connection keeps no buffer: it is allocated again for the next message (once
+     * a read, not once a message), and freed here unless a message or control frame is
+     * still open, so a huge message cannot pin its buffer either. */
+    if (ws->msg && (!ws->read_enabled || (!ws->in_msg && !ws->in_frame))) {
+        free(ws->msg);
+        ws->msg = NULL;
+        ws->msg_len = ws->msg_cap = 0;
+    }
     return rc;
 }
 
-/* ---- Sending ---------------------------------------------------------------------------- */
-
 void tw_ws_close(tw_ws *ws, uint16_t code, const char *reason)
 {
-    if (wslay_event_get_close_sent(ws->ctx) || ws->close_code_sent) return;
+    if (ws->close_sent || ws->close_code_sent) return;
     ws->close_code_sent = code;
-    wslay_event_queue_close(ws->ctx, code, (const uint8_t *)reason, reason ? strlen(reason) : 0);
-    flush(ws);
+    send_close(ws, code, (const uint8_t *)reason, reason ? strlen(reason) : 0);
 }
 
 void tw_ws_ping(tw_ws *ws)
 {
-    struct wslay_event_msg msg = {WSLAY_PING, NULL, 0};
-    if (wslay_event_queue_msg(ws->ctx, &msg) == 0) flush(ws);
+    send_control(ws, OP_PING, NULL, 0, NULL, 0);
 }
 
 int tw_ws_closing(const tw_ws *ws)
 {
-    return ws->close_code_sent || wslay_event_get_close_sent(ws->ctx) || ws->close_received;
+    return ws->close_code_sent || ws->close_sent || ws->close_received;
 }
 
 int tw_ws_close_received(const tw_ws *ws)
@@ -404,5 +421,5 @@ int tw_ws_close_received(const tw_ws *ws)
 
 int tw_ws_finished(const tw_ws *ws)
 {
-    return !ws->read_enabled && !wslay_event_want_write(ws->ctx);
+    return !ws->read_enabled; /* frames are written at once: nothing is ever left to write */
 }

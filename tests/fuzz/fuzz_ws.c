@@ -1,5 +1,5 @@
 /*
- * fuzz_ws.c — libFuzzer driver for the server WebSocket session (wslay under our glue):
+ * fuzz_ws.c — libFuzzer driver for the server WebSocket session (broker/ws.c):
  * arbitrary client bytes fed in two pieces; every message is then decoded as a request in
  * both encodings, as the session would. Checks that nothing crashes or leaks and that a
  * message never exceeds the configured maximum.

@@ -1,7 +1,8 @@
 /*
- * test_ws.c — broker/ws.c: the server's WebSocket receiving, scripted frame by frame:
- * messages whole and fragmented, fed in one piece and byte by byte, and every refusal with
- * its close code (tests/fuzz/fuzz_ws_diff.c compares it with wslay's event layer).
+ * test_ws.c — broker/ws.c: the server's WebSocket session, scripted frame by frame:
+ * messages whole and fragmented, fed in one piece and byte by byte, every refusal with its
+ * close code, and the control frames it writes, byte for byte (tests/fuzz/fuzz_ws_diff.c
+ * compares all of it with wslay's event layer).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,7 +16,7 @@
 #include "ws.h"
 
 typedef struct rec {
-    int messages, activity, last_op;
+    int messages, activity, last_op, outputs;
     uint8_t msg[4096];
     size_t msg_len;
     uint8_t out[1024];
@@ -35,6 +36,9 @@ static void on_message(void *arg, int opcode, const uint8_t *data, size_t len)
 static void output(void *arg, const uint8_t *data, size_t len)
 {
     rec *r = arg;
+    /* one whole unmasked control frame per call */
+    assert_true(len >= 2 && (data[0] & 0xf8) == 0x88 && len == 2u + data[1]);
+    r->outputs++;
     assert_true(r->out_len + len <= sizeof r->out);
     memcpy(r->out + r->out_len, data, len);
     r->out_len += len;
@@ -110,6 +114,7 @@ static int run(const uint8_t *in, size_t n, uint64_t max, rec *out)
     assert_memory_equal(r[0].msg, r[1].msg, r[0].msg_len);
     assert_int_equal(r[0].out_len, r[1].out_len);
     assert_memory_equal(r[0].out, r[1].out, r[0].out_len);
+    assert_int_equal(r[0].outputs, r[1].outputs);
     *out = r[0];
     return rc[0];
 }
@@ -244,12 +249,257 @@ static void test_after_close_sent(void **state)
     tw_ws_free(&ws);
 }
 
+/* What the session wrote must be exactly `want` (n bytes). */
+static void wrote(const rec *r, const void *want, size_t n)
+{
+    assert_int_equal(r->out_len, n);
+    if (n) assert_memory_equal(r->out, want, n);
+}
+
+static void test_pongs(void **state)
+{
+    uint8_t in[2048], p[125];
+    rec r;
+    for (size_t i = 0; i < sizeof p; i++)
+        p[i] = (uint8_t)(i * 13 + 1);
+    /* an empty ping, then the longest one: each pong carries the ping's payload */
+    size_t n = frame(in, 0x89, "", 0, 0);
+    n += frame(in + n, 0x89, p, sizeof p, 0);
+    assert_int_equal(run(in, n, 1024, &r), 0);
+    uint8_t want[2 + 2 + sizeof p] = {0x8a, 0x00, 0x8a, 0x7d};
+    memcpy(want + 4, p, sizeof p);
+    wrote(&r, want, sizeof want);
+    assert_int_equal(r.outputs, 2);
+    assert_int_equal(r.activity, 2);
+    assert_int_equal(r.last_op & 7, 0);
+
+    /* pings between the fragments of a message, and after it */
+    n = frame(in, 0x02, "ab", 2, 0);
+    n += frame(in + n, 0x89, "1", 1, 0);
+    n += frame(in + n, 0x00, "cd", 2, 0);
+    n += frame(in + n, 0x89, "22", 2, 0);
+    n += frame(in + n, 0x80, "ef", 2, 0);
+    n += frame(in + n, 0x89, "333", 3, 0);
+    n += frame(in + n, 0x8a, "unsolicited", 11, 0); /* a pong is not answered */
+    assert_int_equal(run(in, n, 1024, &r), 0);
+    assert_int_equal(r.messages, 1);
+    assert_int_equal(r.last_op >> 4, 2);
+    assert_int_equal(r.msg_len, 6);
+    assert_memory_equal(r.msg, "abcdef", 6);
+    wrote(&r,
+          "\x8a\x01"
+          "1"
+          "\x8a\x02"
+          "22"
+          "\x8a\x03"
+          "333",
+          12);
+}
+
+static void test_close_echo(void **state)
+{
+    uint8_t in[2048], reason[123];
+    rec r;
+    /* no payload, or one byte: an empty close back (wslay: no status code to echo) */
+    size_t n = frame(in, 0x88, "", 0, 0);
+    assert_int_equal(run(in, n, 1024, &r), 0);
+    wrote(&r, "\x88\x00", 2);
+    assert_int_equal(r.last_op & 7, 7);
+    n = frame(in, 0x88, "\x03", 1, 0);
+    assert_int_equal(run(in, n, 1024, &r), 0);
+    wrote(&r, "\x88\x00", 2);
+    /* a code alone: the code back */
+    n = frame(in, 0x88, "\x0f\xa0", 2, 0);
+    assert_int_equal(run(in, n, 1024, &r), 0);
+    wrote(&r, "\x88\x02\x0f\xa0", 4);
+    /* the longest reason (123 bytes), echoed whole; nothing read after the close */
+    memset(reason, 'r', sizeof reason);
+    uint8_t payload[2 + sizeof reason] = {0x03, 0xf3}; /* 1011 */
+    memcpy(payload + 2, reason, sizeof reason);
+    n = frame(in, 0x88, payload, sizeof payload, 0);
+    n += frame(in + n, 0x89, "x", 1, 0); /* after the close: not read, no pong */
+    n += frame(in + n, 0x81, "late", 4, 0);
+    assert_int_equal(run(in, n, 1024, &r), 0);
+    uint8_t want[2 + sizeof payload] = {0x88, 0x7d};
+    memcpy(want + 2, payload, sizeof payload);
+    wrote(&r, want, sizeof want);
+    assert_int_equal(r.messages, 0);
+    assert_int_equal(r.activity, 1);
+    assert_int_equal(r.outputs, 1);
+    assert_int_equal(r.last_op & 7, 7);
+    /* a ping read before the close, or before a refused frame, in the same read: answered
+     * first (RFC 6455 5.5.2; wslay dropped that pong, see ws.c) */
+    n = frame(in, 0x89, "hi", 2, 0);
+    n += frame(in + n, 0x88, "\x03\xe8", 2, 0);
+    assert_int_equal(run(in, n, 1024, &r), 0);
+    wrote(&r,
+          "\x8a\x02"
+          "hi"
+          "\x88\x02\x03\xe8",
+          8);
+    n = frame(in, 0x89, "hi", 2, 0);
+    n += frame(in + n, 0x81, "x", 1, 1); /* unmasked */
+    assert_int_equal(run(in, n, 1024, &r), 0);
+    wrote(&r,
+          "\x8a\x02"
+          "hi"
+          "\x88\x02\x03\xea",
+          8);
+}
+
+static void test_close_sent(void **state)
+{
+    rec r;
+    tw_ws ws;
+    uint8_t in[256];
+    char long_reason[125];
+    memset(long_reason, 'x', sizeof long_reason - 1);
+    long_reason[sizeof long_reason - 1] = 0;
+
+    /* a ping on the timer; a close with a reason; nothing after it */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tw_ws_init(&ws, 1024, &cbs, &r), 0);
+    tw_ws_ping(&ws);
+    wrote(&r, "\x89\x00", 2);
+    tw_ws_close(&ws, 4208, "slow consumer");
+    wrote(&r,
+          "\x89\x00"
+          "\x88\x0f\x10\x70"
+          "slow consumer",
+          19);
+    assert_true(tw_ws_closing(&ws));
+    assert_false(tw_ws_close_received(&ws));
+    assert_false(tw_ws_finished(&ws));
+    tw_ws_close(&ws, 1000, "again"); /* idempotent */
+    tw_ws_ping(&ws);                 /* no ping after the close */
+    size_t n = frame(in, 0x89, "p", 1, 0);
+    n += frame(in + n, 0x81, "late", 4, 0);
+    assert_int_equal(tw_ws_feed(&ws, in, n), 0);
+    assert_int_equal(r.messages, 0);       /* dropped: we had sent a close */
+    assert_int_equal(r.out_len, 19);       /* no pong either */
+    n = frame(in, 0x88, "\x03\xe8", 2, 0); /* the client's answer: not echoed */
+    assert_int_equal(tw_ws_feed(&ws, in, n), 0);
+    assert_int_equal(r.out_len, 19);
+    assert_int_equal(r.outputs, 2);
+    assert_true(tw_ws_close_received(&ws));
+    assert_true(tw_ws_finished(&ws));
+    tw_ws_free(&ws);
+
+    /* a code without a reason; code 0: an empty close, the reason dropped */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tw_ws_init(&ws, 1024, &cbs, &r), 0);
+    tw_ws_close(&ws, 1001, NULL);
+    wrote(&r, "\x88\x02\x03\xe9", 4);
+    tw_ws_free(&ws);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tw_ws_init(&ws, 1024, &cbs, &r), 0);
+    tw_ws_close(&ws, 0, "ignored");
+    wrote(&r, "\x88\x00", 2);
+    assert_true(tw_ws_closing(&ws));
+    tw_ws_close(&ws, 1000, NULL);
+    wrote(&r, "\x88\x00", 2);
+    tw_ws_free(&ws);
+
+    /* a reason over 123 bytes: no close frame (as wslay), though the session is closing;
+     * the client's close is still echoed */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tw_ws_init(&ws, 1024, &cbs, &r), 0);
+    tw_ws_close(&ws, 1000, long_reason);
+    wrote(&r, NULL, 0);
+    assert_true(tw_ws_closing(&ws));
+    tw_ws_ping(&ws);
+    wrote(&r, "\x89\x00", 2);
+    n = frame(in, 0x88, "\x03\xe8", 2, 0);
+    assert_int_equal(tw_ws_feed(&ws, in, n), 0);
+    wrote(&r, "\x89\x00\x88\x02\x03\xe8", 6);
+    assert_true(tw_ws_finished(&ws));
+    tw_ws_free(&ws);
+}
+
+/* A close from inside the output callback (the owner closing on a full queue) comes after
+ * the frame being written, whole, and is the last. */
+static tw_ws *closing_ws;
+
+static void close_on_output(void *arg, const uint8_t *data, size_t len)
+{
+    output(arg, data, len);
+    tw_ws_close(closing_ws, 1011, "full");
+}
+
+static void test_close_from_output(void **state)
+{
+    static const tw_ws_callbacks ccbs = {
+        .on_message = on_message, .output = close_on_output, .on_activity = on_activity};
+    rec r;
+    tw_ws ws;
+    uint8_t in[64];
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tw_ws_init(&ws, 1024, &ccbs, &r), 0);
+    closing_ws = &ws;
+    size_t n = frame(in, 0x89, "hi", 2, 0);
+    n += frame(in + n, 0x89, "again", 5, 0);
+    assert_int_equal(tw_ws_feed(&ws, in, n), 0);
+    wrote(&r,
+          "\x8a\x02"
+          "hi"
+          "\x88\x06\x03\xf3"
+          "full",
+          12);
+    assert_true(tw_ws_closing(&ws));
+    tw_ws_free(&ws);
+}
+
+/* Between reads an idle session holds no buffer; an open message keeps its own. */
+static void test_idle_buffer(void **state)
+{
+    rec r;
+    tw_ws ws;
+    uint8_t in[256];
+    memset(&r, 0, sizeof r);
+    assert_int_equal(tw_ws_init(&ws, 1024, &cbs, &r), 0);
+    assert_null(ws.msg);
+    size_t n = frame(in, 0x81, "whole", 5, 0);
+    assert_int_equal(tw_ws_feed(&ws, in, n), 0);
+    assert_int_equal(r.messages, 1);
+    assert_null(ws.msg);
+    /* a fragment, then a ping cut in two: kept across reads */
+    n = frame(in, 0x01, "fir", 3, 0);
+    size_t ping = frame(in + n, 0x89, "pq", 2, 0);
+    assert_int_equal(tw_ws_feed(&ws, in, n + ping - 1), 0);
+    assert_non_null(ws.msg);
+    assert_int_equal(tw_ws_feed(&ws, in + n + ping - 1, 1), 0);
+    wrote(&r, "\x8a\x02pq", 4);
+    assert_non_null(ws.msg); /* the message is still open */
+    n = frame(in, 0x80, "st", 2, 0);
+    assert_int_equal(tw_ws_feed(&ws, in, n), 0);
+    assert_int_equal(r.messages, 2);
+    assert_int_equal(r.msg_len, 5);
+    assert_memory_equal(r.msg, "first", 5);
+    assert_null(ws.msg);
+    /* a control frame cut in two outside a message */
+    n = frame(in, 0x89, "abc", 3, 0);
+    assert_int_equal(tw_ws_feed(&ws, in, n - 2), 0);
+    assert_non_null(ws.msg);
+    assert_int_equal(tw_ws_feed(&ws, in + n - 2, 2), 0);
+    assert_null(ws.msg);
+    wrote(&r,
+          "\x8a\x02pq\x8a\x03"
+          "abc",
+          9);
+    tw_ws_free(&ws);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_messages),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_after_close_sent),
+        cmocka_unit_test(test_pongs),
+        cmocka_unit_test(test_close_echo),
+        cmocka_unit_test(test_close_sent),
+        cmocka_unit_test(test_close_from_output),
+        cmocka_unit_test(test_idle_buffer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
