@@ -47,6 +47,10 @@ int tw_buf_vprintf(tw_buf *b, const char *fmt, va_list ap) __attribute__((format
  * Bytes are copied as they are (the caller guarantees UTF-8). */
 int tw_buf_append_json_string(tw_buf *b, const char *s, size_t n);
 
+/* The bytes tw_buf_append_json_string(b, s, n) appends, quotes included (SIZE_MAX when
+ * that would not fit in a size_t). */
+size_t tw_json_string_len(const char *s, size_t n);
+
 /* Prepends n bytes into the headroom; fails with -ENOSPC when the headroom is too small. */
 int tw_buf_prepend(tw_buf *b, const void *p, size_t n);
 

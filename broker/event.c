@@ -73,19 +73,47 @@ void tw_frame_unref(tw_frame *f)
     }
 }
 
+/*
+ * One allocation per event frame: the tw_frame, then the WebSocket header, then the
+ * message, sized from tw_proto_event_len() so that encoding never grows it (no realloc,
+ * no second malloc for the frame). The struct's bytes sit in the buffer's headroom while
+ * encoding; if converted data outgrows the estimate, the buffer (struct room included)
+ * moves as any tw_buf does, and the header still fits the TW_BUF_FRAME_HEADROOM kept then.
+ */
 tw_frame *tw_frame_event(tw_encoding enc, const char *channel, size_t channel_len,
                          const char *origin, uint64_t seq, int64_t ts_ms, tw_encoding data_enc,
                          const uint8_t *data, size_t data_len)
 {
+    int opcode = tw_ws_opcode_for(enc);
+    uint8_t hdr[10];
+    size_t n = tw_proto_event_len(enc, channel, channel_len, origin, seq, ts_ms, data_len);
+    if (n > UINT32_MAX - sizeof(tw_frame) - 10) return NULL;
+    size_t hl = data_enc == enc ? tw_ws_frame_header(hdr, opcode, n) : TW_BUF_FRAME_HEADROOM;
     tw_buf b;
-    tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
-    tw_frame *f = NULL;
-    if (tw_buf_reserve(&b, data_len + channel_len + 96) == 0 &&
-        tw_proto_encode_event(&b, enc, channel, channel_len, origin, seq, ts_ms, data_enc, data,
-                              data_len) == 0)
-        f = tw_frame_ws(&b, tw_ws_opcode_for(enc));
-    tw_buf_free(&b);
+    b.head = sizeof(tw_frame) + hl;
+    b.len = 0;
+    b.cap = b.head + n;
+    b.base = malloc(b.cap);
+    if (!b.base) return NULL;
+    if (tw_proto_encode_event(&b, enc, channel, channel_len, origin, seq, ts_ms, data_enc, data,
+                              data_len) != 0 ||
+        b.len > UINT32_MAX - 10)
+        goto out_free;
+    hl = tw_ws_frame_header(hdr, opcode, b.len);
+    if (b.head < sizeof(tw_frame) + hl) goto out_free; /* never: the room is sized for it */
+    b.head -= hl;
+    b.len += hl;
+    memcpy(b.base + b.head, hdr, hl);
+    tw_frame *f = (tw_frame *)(void *)b.base;
+    f->refs = 1;
+    f->len = (uint32_t)b.len;
+    f->data = b.base + b.head;
+    f->base = NULL; /* the bytes live in the frame's own allocation */
     return f;
+
+out_free:
+    free(b.base);
+    return NULL;
 }
 
 tw_event *tw_event_new(const char *origin, uint64_t seq, uint64_t lsn, int64_t ts_ms, char *channel,

@@ -23,7 +23,7 @@ typedef struct tw_frame {
     uint32_t refs;
     uint32_t len;  /* bytes at data */
     uint8_t *data; /* what goes on the wire */
-    uint8_t *base; /* the allocation data points into */
+    uint8_t *base; /* the allocation data points into; NULL: the frame's own (event frames) */
 } tw_frame;
 
 enum { TW_WS_OP_TEXT = 0x1, TW_WS_OP_BINARY = 0x2 };
@@ -56,8 +56,8 @@ static inline int tw_ws_opcode_for(tw_encoding enc)
     return enc == TW_ENC_MSGPACK ? TW_WS_OP_BINARY : TW_WS_OP_TEXT;
 }
 
-
-/* Encodes one event as a ready WebSocket frame for `enc`. NULL on failure. */
+/* Encodes one event as a ready WebSocket frame for `enc`, the frame and its bytes in one
+ * allocation of the exact size when the data needs no conversion. NULL on failure. */
 tw_frame *tw_frame_event(tw_encoding enc, const char *channel, size_t channel_len,
                          const char *origin, uint64_t seq, int64_t ts_ms, tw_encoding data_enc,
                          const uint8_t *data, size_t data_len);

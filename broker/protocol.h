@@ -186,4 +186,13 @@ int tw_proto_encode_event(tw_buf *b, tw_encoding enc, const char *channel, size_
                           const char *origin, uint64_t seq, int64_t ts_ms, tw_encoding data_enc,
                           const uint8_t *data, size_t data_len);
 
+/*
+ * The bytes tw_proto_encode_event() appends for these arguments when the data goes in as it
+ * is (data_enc == enc) and the encoding succeeds: exact, so the caller can allocate the
+ * event once. When the data is to be converted, the size with the data as it is (a hint).
+ * SIZE_MAX when the lengths are beyond any buffer.
+ */
+size_t tw_proto_event_len(tw_encoding enc, const char *channel, size_t channel_len,
+                          const char *origin, uint64_t seq, int64_t ts_ms, size_t data_len);
+
 #endif /* TW_PROTOCOL_H */

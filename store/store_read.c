@@ -23,6 +23,7 @@ struct tw_store_reader {
     MDB_cursor *c_chidx;
     MDB_cursor *c_oidx;
     MDB_cursor *c_origins;
+    MDB_cursor *c_log; /* channel reads walk the log with it (log_fetch) */
     /* names[i] is the origin with idx i + 1 ("" while unknown to this reader). */
     char (*names)[TW_STORE_ORIGIN_MAX + 1];
     size_t n_names;
@@ -47,7 +48,8 @@ int tw_store_reader_new(tw_store *s, tw_store_reader **out)
     /* Cursors of read-only txns survive a reset and are renewed with the txn. */
     if ((rc = mdb_cursor_open(r->txn, s->dbi_chidx, &r->c_chidx)) != 0 ||
         (rc = mdb_cursor_open(r->txn, s->dbi_oidx, &r->c_oidx)) != 0 ||
-        (rc = mdb_cursor_open(r->txn, s->dbi_origins, &r->c_origins)) != 0) {
+        (rc = mdb_cursor_open(r->txn, s->dbi_origins, &r->c_origins)) != 0 ||
+        (rc = mdb_cursor_open(r->txn, s->dbi_log, &r->c_log)) != 0) {
         rc = tw_store__map_err(rc);
         goto out_close_cursors;
     }
@@ -57,6 +59,7 @@ int tw_store_reader_new(tw_store *s, tw_store_reader **out)
     return 0;
 
 out_close_cursors:
+    if (r->c_log) mdb_cursor_close(r->c_log);
     if (r->c_origins) mdb_cursor_close(r->c_origins);
     if (r->c_oidx) mdb_cursor_close(r->c_oidx);
     if (r->c_chidx) mdb_cursor_close(r->c_chidx);
@@ -70,6 +73,7 @@ out_free_reader:
 void tw_store_reader_free(tw_store_reader *r)
 {
     if (!r) return;
+    mdb_cursor_close(r->c_log);
     mdb_cursor_close(r->c_origins);
     mdb_cursor_close(r->c_oidx);
     mdb_cursor_close(r->c_chidx);
@@ -92,7 +96,8 @@ static int begin_read(tw_store_reader *r)
     }
     if ((rc = mdb_cursor_renew(r->txn, r->c_chidx)) != 0 ||
         (rc = mdb_cursor_renew(r->txn, r->c_oidx)) != 0 ||
-        (rc = mdb_cursor_renew(r->txn, r->c_origins)) != 0) {
+        (rc = mdb_cursor_renew(r->txn, r->c_origins)) != 0 ||
+        (rc = mdb_cursor_renew(r->txn, r->c_log)) != 0) {
         mdb_txn_reset(r->txn);
         pthread_rwlock_unlock(&r->s->map_lock);
         return tw_store__map_err(rc);
@@ -171,18 +176,51 @@ static int lookup_chan(tw_store_reader *r, const char *channel, size_t len, uint
     return 0;
 }
 
-/* Fetches and decodes the log record of one chidx entry, checking that both agree. */
-static int fetch_event(tw_store_reader *r, uint32_t chan_id, const MDB_val *ck, const MDB_val *cv,
-                       tw_store_event *ev)
+/*
+ * Where the reader's log cursor stands within one read call: a channel's events are often
+ * consecutive in the log (one busy channel, or a burst of one publisher), and stepping the
+ * cursor to the next record costs far less than a descent from the root for each one.
+ */
+struct log_walk {
+    int positioned; /* c_log is on the record of lsn `at` */
+    uint64_t at;
+};
+
+/* The log record of `lsn` (big-endian at key): MDB_NEXT when it is the record after the
+ * cursor's, else a positioned get. MDB_NOTFOUND passes through. */
+static int log_fetch(tw_store_reader *r, struct log_walk *w, const unsigned char *key, uint64_t lsn,
+                     MDB_val *v)
 {
+    MDB_val k;
+    int rc;
+
+    if (w->positioned && lsn == w->at + 1) {
+        rc = mdb_cursor_get(r->c_log, &k, v, MDB_NEXT);
+        if (rc == 0 && (k.mv_size != 8 || tw_store__get_be64(k.mv_data) != lsn))
+            rc = MDB_NOTFOUND; /* the next record is not lsn's: lsn has none */
+    } else {
+        k.mv_size = 8;
+        k.mv_data = (void *)key;
+        rc = mdb_cursor_get(r->c_log, &k, v, MDB_SET_KEY);
+    }
+    w->positioned = rc == 0;
+    w->at = lsn;
+    return rc;
+}
+
+/* Fetches and decodes the log record of one chidx entry, checking that both agree. */
+static int fetch_event(tw_store_reader *r, struct log_walk *w, uint32_t chan_id, const MDB_val *ck,
+                       const MDB_val *cv, tw_store_event *ev)
+{
+    const unsigned char *lsn_key = (const unsigned char *)ck->mv_data + 4;
     struct tw_store__rec rec;
-    MDB_val k, v;
+    uint64_t lsn;
+    MDB_val v;
     int rc;
 
     if (cv->mv_size != TW_STORE__CHIDX_VAL) return TW_STORE_ECORRUPT;
-    k.mv_size = 8;
-    k.mv_data = (unsigned char *)ck->mv_data + 4;
-    rc = mdb_get(r->txn, r->s->dbi_log, &k, &v);
+    lsn = tw_store__get_be64(lsn_key);
+    rc = log_fetch(r, w, lsn_key, lsn, &v);
     if (rc) return rc == MDB_NOTFOUND ? TW_STORE_ECORRUPT : tw_store__map_err(rc);
     rc = tw_store__decode(&v, &rec);
     if (rc) return rc;
@@ -192,7 +230,7 @@ static int fetch_event(tw_store_reader *r, uint32_t chan_id, const MDB_val *ck, 
     ev->origin = origin_name(r, rec.origin_idx, &rc);
     if (!ev->origin) return rc;
     ev->seq = rec.seq;
-    ev->lsn = tw_store__get_be64(k.mv_data);
+    ev->lsn = lsn;
     ev->ts_ms = rec.ts_ms;
     ev->channel = rec.channel;
     ev->channel_len = rec.channel_len;
@@ -226,6 +264,7 @@ int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channe
                           uint64_t *trimmed_lsn)
 {
     unsigned char key[TW_STORE__CHIDX_KEY];
+    struct log_walk walk = {0, 0};
     MDB_cursor_op op = MDB_SET_RANGE;
     uint64_t last = after_lsn;
     size_t n = 0, bytes = 0;
@@ -273,7 +312,7 @@ int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channe
             head = 0;
             break;
         }
-        rc = fetch_event(r, id, &k, &v, &ev);
+        rc = fetch_event(r, &walk, id, &k, &v, &ev);
         if (rc) goto out_end_read;
         if (max_bytes && n > 0 && (bytes >= max_bytes || ev.data_len > max_bytes - bytes)) {
             head = 0;

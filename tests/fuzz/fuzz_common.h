@@ -103,6 +103,10 @@ static inline void fuzz_encode_replies(const tw_request *req)
                                              "n1.5f2c09ab", 1, 2, (tw_encoding)req->data_encoding,
                                              req->data, req->data_len) == 0);
             if (enc == TW_ENC_MSGPACK) fuzz_check_msgpack(tw_buf_data(&b), b.len);
+            if (req->data_encoding == enc) /* sized before encoding, exactly */
+                FUZZ_CHECK(b.len == tw_proto_event_len((tw_encoding)enc, sub->channel,
+                                                       sub->channel_len, "n1.5f2c09ab", 1, 2,
+                                                       req->data_len));
         }
         tw_buf_free(&b);
     }

@@ -144,6 +144,49 @@ static void test_json_string(void **state)
     tw_buf_free(&b);
 }
 
+/* What one byte costs inside a JSON string, worked out apart from buf.c's table. */
+static size_t ref_escaped(uint8_t c)
+{
+    if (c == '"' || c == '\\' || c == '\b' || c == '\f' || c == '\n' || c == '\r' || c == '\t')
+        return 2;
+    return c < 0x20 ? 6 : 1;
+}
+
+/* tw_json_string_len (which skips clean 8-byte words) against a byte-by-byte count, for
+ * every byte value at every position of strings around the word size, on fillers near the
+ * bytes that need escapes; and what tw_buf_append_json_string writes is that long. */
+static void test_json_string_len(void **state)
+{
+    static const uint8_t fillers[] = {'a', ' ', '!', '#', '[', ']', 0x7f, 0x80, 0xa2, 0xdc, 0xff};
+    uint8_t s[24];
+    tw_buf b;
+    tw_buf_init(&b, 0);
+    assert_int_equal(tw_json_string_len("", 0), 2);
+    for (size_t fi = 0; fi < sizeof fillers; fi++) {
+        for (size_t n = 1; n <= sizeof s; n++) {
+            for (size_t at = 0; at < n; at++) {
+                for (unsigned c = 0; c < 256; c++) {
+                    memset(s, fillers[fi], n);
+                    s[at] = (uint8_t)c;
+                    size_t want = 2 + (n - 1) * ref_escaped(fillers[fi]) + ref_escaped((uint8_t)c);
+                    assert_int_equal(tw_json_string_len((const char *)s, n), want);
+                    if (c % 17 == 0 || ref_escaped((uint8_t)c) > 1) {
+                        tw_buf_reset(&b, 0);
+                        assert_int_equal(tw_buf_append_json_string(&b, (const char *)s, n), 0);
+                        assert_int_equal(b.len, want);
+                    }
+                }
+            }
+        }
+    }
+    /* escapes in two words, the second one far along */
+    memset(s, 'z', sizeof s);
+    s[1] = '"';
+    s[20] = '\n';
+    assert_int_equal(tw_json_string_len((const char *)s, sizeof s), 2 + 24 + 2);
+    tw_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +196,7 @@ int main(void)
         cmocka_unit_test(test_prepend),
         cmocka_unit_test(test_printf),
         cmocka_unit_test(test_json_string),
+        cmocka_unit_test(test_json_string_len),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

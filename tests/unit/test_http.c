@@ -262,6 +262,67 @@ static void test_event_frame_encoded_once(void **state)
     tw_event_unref(ev);
 }
 
+/* An event frame is one allocation of the exact size: the tw_frame, then the header, then
+ * the message, with channel names that need escapes (JSON) and str8 heads (MessagePack). */
+static void test_frame_event_one_exact_allocation(void **state)
+{
+    char ch[200];
+    memset(ch, '"', sizeof ch);
+    const struct {
+        const char *s;
+        size_t n;
+    } chans[] = {{"c", 1}, {"a\\b\"c\n", 6}, {ch, 40}, {ch, 200}};
+    const uint8_t jd[] = "{\"lat\":59.9}", md[] = "\x81\xa3lat\xc3";
+    for (int enc = TW_ENC_JSON; enc <= TW_ENC_MSGPACK; enc++) {
+        const uint8_t *data = enc == TW_ENC_JSON ? jd : md;
+        size_t dl = enc == TW_ENC_JSON ? sizeof jd - 1 : sizeof md - 1;
+        for (size_t i = 0; i < sizeof chans / sizeof chans[0]; i++) {
+            size_t n = tw_proto_event_len((tw_encoding)enc, chans[i].s, chans[i].n, "n1.5f2c09ab",
+                                          1234567, -5, dl);
+            uint8_t hdr[10];
+            size_t hl = tw_ws_frame_header(hdr, tw_ws_opcode_for((tw_encoding)enc), n);
+            tw_frame *f = tw_frame_event((tw_encoding)enc, chans[i].s, chans[i].n, "n1.5f2c09ab",
+                                         1234567, -5, (tw_encoding)enc, data, dl);
+            assert_non_null(f);
+            assert_null(f->base);                          /* its own allocation */
+            assert_ptr_equal(f->data, (uint8_t *)(f + 1)); /* header right after the struct */
+            assert_int_equal(f->len, hl + n);              /* message to the allocation's end */
+            assert_memory_equal(f->data, hdr, hl);
+            size_t tail = enc == TW_ENC_JSON ? 1 : 0; /* JSON's closing brace */
+            assert_memory_equal(f->data + f->len - tail - dl, data, dl);
+            tw_buf b;
+            tw_buf_init(&b, 0);
+            assert_int_equal(tw_proto_encode_event(&b, (tw_encoding)enc, chans[i].s, chans[i].n,
+                                                   "n1.5f2c09ab", 1234567, -5, (tw_encoding)enc,
+                                                   data, dl),
+                             0);
+            assert_int_equal(b.len, n);
+            assert_memory_equal(f->data + hl, tw_buf_data(&b), n);
+            tw_buf_free(&b);
+            tw_frame_unref(f);
+        }
+    }
+    /* converted data may outgrow the estimate: the frame grows, still one allocation */
+    const char *big = "[1e300,2e300,3e300,4e300,5e300,6e300,7e300,8e300]";
+    tw_frame *f = tw_frame_event(TW_ENC_MSGPACK, "c", 1, "a.1", 1, 1, TW_ENC_JSON,
+                                 (const uint8_t *)big, strlen(big));
+    assert_non_null(f);
+    assert_null(f->base);
+    assert_int_equal(f->data[0], 0x82);
+    tw_frame_unref(f);
+    const uint8_t mp_bin[] = "\xc4\x40"
+                             "0123456789012345678901234567890123456789012345678901234567890123";
+    f = tw_frame_event(TW_ENC_JSON, "c", 1, "a.1", 1, 1, TW_ENC_MSGPACK, mp_bin, sizeof mp_bin - 1);
+    assert_non_null(f);
+    assert_int_equal(f->data[0], 0x81);
+    assert_true(f->len > 2 + 66 * 4 / 3);
+    assert_memory_equal(f->data + f->len - 3, "\"}}", 3);
+    tw_frame_unref(f);
+    /* data that cannot be converted: nothing */
+    assert_null(tw_frame_event(TW_ENC_JSON, "c", 1, "a.1", 1, 1, TW_ENC_MSGPACK,
+                               (const uint8_t *)"\x92\x01", 2));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +338,7 @@ int main(void)
         cmocka_unit_test(test_query_param),
         cmocka_unit_test(test_frame_headers),
         cmocka_unit_test(test_frame_ws_shares_one_allocation),
+        cmocka_unit_test(test_frame_event_one_exact_allocation),
         cmocka_unit_test(test_event_frame_encoded_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1678,6 +1678,113 @@ static void test_decode_json_one_pass(void **state)
         same_both_ways(all, n, TW_OP_NONE, n == strlen(all) ? 1 : -1);
 }
 
+/* ---- event length: exact before encoding --------------------------------------------- */
+
+static int sbuf_write(void *data, const char *p, size_t n)
+{
+    return tw_buf_append(data, p, n);
+}
+
+/* The event message as its pieces make it: JSON from the escaped strings and printf'd
+ * numbers, MessagePack from msgpack-c's packer. */
+static void event_expected(tw_buf *out, tw_encoding enc, const char *ch, size_t cl,
+                           const char *origin, uint64_t seq, int64_t ts, const uint8_t *data,
+                           size_t dl)
+{
+    char pos[TW_STORE_ORIGIN_MAX + 32];
+    int pl = snprintf(pos, sizeof pos, "%s:%llu", origin, (unsigned long long)seq);
+    tw_buf_init(out, 0);
+    if (enc == TW_ENC_JSON) {
+        assert_int_equal(tw_buf_append_str(out, "{\"op\":\"event\",\"channel\":"), 0);
+        assert_int_equal(tw_buf_append_json_string(out, ch, cl), 0);
+        assert_int_equal(tw_buf_append_str(out, ",\"pos\":"), 0);
+        assert_int_equal(tw_buf_append_json_string(out, pos, (size_t)pl), 0);
+        assert_int_equal(tw_buf_printf(out, ",\"ts\":%lld,\"data\":", (long long)ts), 0);
+        assert_int_equal(tw_buf_append(out, data, dl), 0);
+        assert_int_equal(tw_buf_putc(out, '}'), 0);
+        return;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, sbuf_write);
+    assert_int_equal(msgpack_pack_map(&pk, 5), 0);
+    assert_int_equal(msgpack_pack_str_with_body(&pk, "op", 2), 0);
+    assert_int_equal(msgpack_pack_str_with_body(&pk, "event", 5), 0);
+    assert_int_equal(msgpack_pack_str_with_body(&pk, "channel", 7), 0);
+    assert_int_equal(msgpack_pack_str_with_body(&pk, ch, cl), 0);
+    assert_int_equal(msgpack_pack_str_with_body(&pk, "pos", 3), 0);
+    assert_int_equal(msgpack_pack_str_with_body(&pk, pos, (size_t)pl), 0);
+    assert_int_equal(msgpack_pack_str_with_body(&pk, "ts", 2), 0);
+    assert_int_equal(msgpack_pack_int64(&pk, ts), 0);
+    assert_int_equal(msgpack_pack_str_with_body(&pk, "data", 4), 0);
+    assert_int_equal(tw_buf_append(out, data, dl), 0);
+}
+
+/* tw_proto_event_len() is the length tw_proto_encode_event() writes, for channel names that
+ * need escapes (and str8 heads), origins up to the longest, and every width of seq and ts in
+ * both encodings; the bytes are those the pieces make. */
+static void test_event_len_exact(void **state)
+{
+    char ch255[256], ch32[33], ch31[32], origin_max[TW_STORE_ORIGIN_MAX + 1];
+    memset(ch255, '\\', 255);
+    for (size_t i = 0; i < 255; i += 3)
+        ch255[i] = (char)(i % 5 == 0 ? '"' : 'a' + i % 26);
+    memset(ch32, 'q', 32);
+    memset(ch31, 'q', 31);
+    ch31[7] = '"';
+    memset(origin_max, 'o', TW_STORE_ORIGIN_MAX);
+    origin_max[TW_STORE_ORIGIN_MAX] = '\0';
+    const struct {
+        const char *s;
+        size_t n;
+    } chans[] = {{"c", 1},   {"vessel:42", 9}, {"a\"b\\c", 5}, {"\x01\n\t\x7f\xc3\xa9", 6},
+                 {ch31, 31}, {ch32, 32},       {ch255, 255},   {ch255 + 1, 200}};
+    const char *origins[] = {"a.1", "n1.5f2c09ab", "q\"x.1", origin_max};
+    const uint64_t seqs[] = {0,         9,         10,         99,         100,
+                             12345,     999999999, 1000000000, 1ULL << 53, 9999999999999999999ULL,
+                             UINT64_MAX};
+    const int64_t tss[] = {INT64_MIN, -2147483649LL, -2147483648LL, -32769,       -32768,
+                           -129,      -128,          -33,           -32,          -1,
+                           0,         127,           128,           255,          256,
+                           65535,     65536,         4294967295LL,  4294967296LL, 1795000000000LL,
+                           INT64_MAX};
+    const uint8_t jd[] = "{\"lat\":59.9}", md[] = "\x81\xa3lat\xcb\x40\x4d\xf3\x33\x33\x33\x33\x33";
+    for (int enc = TW_ENC_JSON; enc <= TW_ENC_MSGPACK; enc++) {
+        const uint8_t *data = enc == TW_ENC_JSON ? jd : md;
+        size_t dl = enc == TW_ENC_JSON ? sizeof jd - 1 : sizeof md - 1;
+        for (size_t c = 0; c < sizeof chans / sizeof chans[0]; c++)
+            for (size_t o = 0; o < sizeof origins / sizeof origins[0]; o++)
+                for (size_t q = 0; q < sizeof seqs / sizeof seqs[0]; q++)
+                    for (size_t t = 0; t < sizeof tss / sizeof tss[0]; t++) {
+                        tw_buf b, want;
+                        size_t n = tw_proto_event_len((tw_encoding)enc, chans[c].s, chans[c].n,
+                                                      origins[o], seqs[q], tss[t], dl);
+                        tw_buf_init(&b, TW_BUF_FRAME_HEADROOM);
+                        assert_int_equal(tw_proto_encode_event(&b, (tw_encoding)enc, chans[c].s,
+                                                               chans[c].n, origins[o], seqs[q],
+                                                               tss[t], (tw_encoding)enc, data, dl),
+                                         0);
+                        event_expected(&want, (tw_encoding)enc, chans[c].s, chans[c].n, origins[o],
+                                       seqs[q], tss[t], data, dl);
+                        assert_int_equal(b.len, n);
+                        assert_int_equal(want.len, n);
+                        assert_memory_equal(tw_buf_data(&b), tw_buf_data(&want), n);
+                        tw_buf_free(&b);
+                        tw_buf_free(&want);
+                    }
+    }
+    /* after what a buffer holds already: only the message's own bytes count */
+    tw_buf b;
+    tw_buf_init(&b, 0);
+    assert_int_equal(tw_buf_append_str(&b, "PREFIX"), 0);
+    assert_int_equal(tw_proto_encode_event(&b, TW_ENC_JSON, "c", 1, "a.1", 2, 3, TW_ENC_JSON,
+                                           (const uint8_t *)"1", 1),
+                     0);
+    assert_int_equal(b.len, 6 + tw_proto_event_len(TW_ENC_JSON, "c", 1, "a.1", 2, 3, 1));
+    assert_buf_str(
+        &b, "PREFIX{\"op\":\"event\",\"channel\":\"c\",\"pos\":\"a.1:2\",\"ts\":3,\"data\":1}");
+    tw_buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1696,6 +1803,7 @@ int main(void)
         cmocka_unit_test(test_cursor_parse_json),
         cmocka_unit_test(test_encode_json),
         cmocka_unit_test(test_encode_msgpack),
+        cmocka_unit_test(test_event_len_exact),
         cmocka_unit_test(test_convert_json_roundtrip),
         cmocka_unit_test(test_convert_json_to_msgpack_types),
         cmocka_unit_test(test_convert_msgpack_forms),

@@ -1156,6 +1156,119 @@ static void test_read_channel(void **state)
     coll_destroy(&c);
 }
 
+/*
+ * A channel's events in runs of consecutive lsns (read by stepping the log cursor) and
+ * apart (a positioned get), in one call and across calls and limits; then log records
+ * missing where the step would land and at the end of the log.
+ */
+static void test_read_channel_log_walk(void **state)
+{
+    /* x at 1-5, 7-9, 12-13; y at 6, 10-11 */
+    static const char *const chans[] = {"x", "x", "x", "x", "x", "y", "x",
+                                        "x", "x", "y", "y", "x", "x"};
+    static const uint64_t x_lsn[] = {1, 2, 3, 4, 5, 7, 8, 9, 12, 13};
+    struct treq q[13];
+    struct dir *d = *state;
+    struct coll c;
+    tw_store_options o;
+    tw_store_reader *r;
+    struct got g = {0};
+    uint64_t last, after;
+    size_t nx = 0, ny = 0;
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi log;
+    MDB_val k;
+    unsigned char key[8] = {0};
+    int head;
+    tw_store *s;
+
+    coll_init(&c);
+    o = base_opts(d, &c);
+    s = open_ok(&o);
+    for (size_t i = 0; i < 13; i++) {
+        char data[16];
+        snprintf(data, sizeof(data), "%s%zu", chans[i], chans[i][0] == 'x' ? nx++ : ny++);
+        req_set(&q[i], chans[i], data);
+    }
+    submit_wait(s, &c, q, 13);
+    assert_int_equal(tw_store_reader_new(s, &r), 0);
+
+    /* All at once: runs and jumps give each event once, in order. */
+    assert_int_equal(read_chan(r, "x", 0, 0, 0, &g, &last, &head), 0);
+    assert_int_equal(g.n, 10);
+    for (size_t i = 0; i < 10; i++) {
+        char want[8];
+        snprintf(want, sizeof(want), "x%zu", i);
+        assert_string_equal(g.ev[i].data, want);
+        assert_string_equal(g.ev[i].channel, "x");
+        assert_int_equal(g.ev[i].lsn, x_lsn[i]);
+    }
+    assert_true(last == 13 && head == 1);
+    got_reset(&g);
+    assert_int_equal(read_chan(r, "y", 0, 0, 0, &g, &last, &head), 0);
+    assert_int_equal(g.n, 3);
+    assert_int_equal(g.ev[0].lsn, 6);
+    assert_int_equal(g.ev[1].lsn, 10);
+    assert_int_equal(g.ev[2].lsn, 11);
+    assert_string_equal(g.ev[2].data, "y2");
+
+    /* In chunks of every size: the same events, each call starting from a fresh cursor. */
+    for (size_t chunk = 1; chunk <= 10; chunk++) {
+        size_t n = 0;
+        after = 0;
+        do {
+            got_reset(&g);
+            assert_int_equal(read_chan(r, "x", after, chunk, 0, &g, &last, &head), 0);
+            for (size_t i = 0; i < g.n; i++, n++) {
+                char want[8];
+                snprintf(want, sizeof(want), "x%zu", n);
+                assert_string_equal(g.ev[i].data, want);
+                assert_int_equal(g.ev[i].lsn, x_lsn[n]);
+            }
+            after = last;
+        } while (!head);
+        assert_int_equal(n, 10);
+    }
+    tw_store_reader_free(r);
+    tw_store_close(s);
+
+    /* lsn 3 gone (the step from 2 lands on 4) and lsn 13 gone (the step from 12 finds the
+     * end of the log): the index and the log disagree. */
+    raw_open(d, &env, &txn);
+    assert_int_equal(mdb_dbi_open(txn, "log", 0, &log), 0);
+    k.mv_size = 8;
+    k.mv_data = key;
+    key[7] = 3;
+    assert_int_equal(mdb_del(txn, log, &k, NULL), 0);
+    key[7] = 13;
+    assert_int_equal(mdb_del(txn, log, &k, NULL), 0);
+    raw_commit(env, txn);
+
+    s = open_ok(&o);
+    assert_int_equal(tw_store_reader_new(s, &r), 0);
+    got_reset(&g);
+    assert_int_equal(read_chan(r, "x", 0, 0, 0, &g, &last, &head), TW_STORE_ECORRUPT);
+    assert_int_equal(g.n, 2); /* what came before the hole was passed */
+    got_reset(&g);
+    assert_int_equal(read_chan(r, "x", 3, 5, 0, &g, &last, &head), 0);
+    assert_int_equal(g.n, 5);
+    assert_int_equal(g.ev[0].lsn, 4);
+    assert_int_equal(last, 9);
+    got_reset(&g);
+    assert_int_equal(read_chan(r, "x", 9, 0, 0, &g, &last, &head), TW_STORE_ECORRUPT);
+    got_reset(&g);
+    assert_int_equal(read_chan(r, "x", 12, 0, 0, &g, &last, &head), TW_STORE_ECORRUPT);
+    got_reset(&g);
+    assert_int_equal(read_chan(r, "y", 0, 0, 0, &g, &last, &head), 0);
+    assert_int_equal(g.n, 3);
+    tw_store_reader_free(r);
+    tw_store_close(s);
+
+    got_free(&g);
+    coll_destroy(&c);
+}
+
 static void test_resolve_single_origin(void **state)
 {
     struct treq q[30];
@@ -1675,6 +1788,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_ebusy, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_map_full, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_read_channel, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_read_channel_log_walk, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_resolve_single_origin, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_multi_origin_cursor, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_channel_tail, dir_setup, dir_teardown),
