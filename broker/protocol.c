@@ -25,6 +25,7 @@
  * never calls setlocale()).
  */
 #include "protocol.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <math.h>
@@ -107,17 +108,9 @@ static size_t utf8_next(const uint8_t *p, size_t n, int *ok)
         *ok = 1;
         return 1;
     }
-    if (c < 0xc2 || c > 0xf4) return 1;
-    size_t need = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
-    uint8_t lo = 0x80, hi = 0xbf;
-    if (c == 0xe0)
-        lo = 0xa0;
-    else if (c == 0xed)
-        hi = 0x9f;
-    else if (c == 0xf0)
-        lo = 0x90;
-    else if (c == 0xf4)
-        hi = 0x8f;
+    uint8_t lo, hi;
+    size_t need = tw_utf8_lead(c, &lo, &hi);
+    if (need == 0) return 1;
     if (n < 2 || p[1] < lo || p[1] > hi) return 1;
     for (size_t i = 2; i < need; i++)
         if (i >= n || (p[i] & 0xc0) != 0x80) return i;

@@ -49,6 +49,7 @@
  * arbitrary bytes.
  */
 #include "ws.h"
+#include "utf8.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -141,17 +142,9 @@ static int utf8_prefix(const uint8_t *s, size_t n, size_t *ok)
             i++;
             continue;
         }
-        if (c < 0xc2 || c > 0xf4) return -1;
-        size_t need = c < 0xe0 ? 2 : c < 0xf0 ? 3 : 4;
-        uint8_t lo = 0x80, hi = 0xbf;
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-        else if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
+        uint8_t lo, hi;
+        size_t need = tw_utf8_lead(c, &lo, &hi);
+        if (need == 0) return -1;
         if (i + 1 < n && (s[i + 1] < lo || s[i + 1] > hi)) return -1;
         for (size_t k = 2; k < need && i + k < n; k++)
             if ((s[i + k] & 0xc0) != 0x80) return -1;
