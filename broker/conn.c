@@ -85,13 +85,13 @@ void tw_conn_send(tw_conn *c, tw_frame *f)
             return;
         }
         for (uint32_t i = 0; i < c->q_len; i++)
-            q[i] = c->q[(c->q_head + i) % c->q_cap];
+            q[i] = c->q[(c->q_head + i) & (c->q_cap - 1)];
         free(c->q);
         c->q = q;
         c->q_head = 0;
         c->q_cap = cap;
     }
-    c->q[(c->q_head + c->q_len) % c->q_cap] = f;
+    c->q[(c->q_head + c->q_len) & (c->q_cap - 1)] = f;
     c->q_len++;
     c->q_bytes += f->len;
     mark_dirty(c);
@@ -136,7 +136,7 @@ static void conn_flush(tw_conn *c)
         w->raw = NULL;
         for (uint32_t i = 0; i < n; i++) {
             tw_frame *f = c->q[c->q_head];
-            c->q_head = (c->q_head + 1) % c->q_cap;
+            c->q_head = (c->q_head + 1) & (c->q_cap - 1);
             w->frames[i] = f;
             bufs[i] = uv_buf_init((char *)f->data, f->len);
             w->bytes += f->len;
@@ -192,7 +192,7 @@ static void on_close(uv_handle_t *h)
     tw_buf_free(&c->http_pending);
     while (c->q_len) {
         tw_frame_unref(c->q[c->q_head]);
-        c->q_head = (c->q_head + 1) % c->q_cap;
+        c->q_head = (c->q_head + 1) & (c->q_cap - 1);
         c->q_len--;
     }
     free(c->q);

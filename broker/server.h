@@ -59,7 +59,7 @@ struct tw_conn {
 
     /* Output: a ring of frames not yet handed to uv_write, and what is in flight. */
     tw_frame **q;
-    uint32_t q_head, q_len, q_cap;
+    uint32_t q_head, q_len, q_cap; /* q_cap: 0 or a power of two (indexes are masked) */
     size_t q_bytes;
     size_t inflight_bytes;
 
