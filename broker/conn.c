@@ -120,27 +120,81 @@ static void after_write(uv_write_t *req, int status)
     tw_conn_unref(c); /* the write's reference */
 }
 
+/* The queue's first n frames as buffers (the head one past what was written of it). */
+static uint32_t queue_bufs(tw_conn *c, uv_buf_t *bufs, uint32_t max, size_t *bytes)
+{
+    uint32_t n = c->q_len < max ? c->q_len : max;
+    *bytes = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        tw_frame *f = c->q[(c->q_head + i) & (c->q_cap - 1)];
+        size_t off = i == 0 ? c->q_off : 0;
+        bufs[i] = uv_buf_init((char *)f->data + off, (unsigned)(f->len - off));
+        *bytes += f->len - off;
+    }
+    return n;
+}
+
+/*
+ * Plain TCP with nothing in flight: writes the queue's head at once (uv_try_write), so the
+ * usual flush, which the socket takes whole, needs no write request, no allocation and no
+ * callback. Frames written are released; a partly written one stays at the head (q_off).
+ * Returns 0, or -1 when the connection failed (it is being closed).
+ */
+static int flush_now(tw_conn *c)
+{
+    uv_buf_t bufs[WRITE_BATCH];
+    size_t bytes;
+    uint32_t n = queue_bufs(c, bufs, WRITE_BATCH, &bytes);
+    int r = uv_try_write((uv_stream_t *)&c->tcp, bufs, n);
+    if (r == UV_EAGAIN) return 0;
+    if (r < 0) {
+        tw_debug("conn-write", "conn %llu: write failed: %s", (unsigned long long)c->id,
+                 uv_strerror(r));
+        conn_finish_close(c);
+        return -1;
+    }
+    size_t left = (size_t)r;
+    c->q_bytes -= left;
+    c->srv->stats.bytes_out += left;
+    while (left > 0) {
+        tw_frame *f = c->q[c->q_head];
+        size_t rest = f->len - c->q_off;
+        if (left < rest) {
+            c->q_off += (uint32_t)left;
+            break;
+        }
+        left -= rest;
+        c->q_off = 0;
+        c->q_head = (c->q_head + 1) & (c->q_cap - 1);
+        c->q_len--;
+        tw_frame_unref(f);
+    }
+    if (c->session && !c->closing) tw_session_on_drain(c->session);
+    return 0;
+}
+
 static void conn_flush(tw_conn *c)
 {
+    if (!c->tls && c->inflight_bytes == 0 && c->q_len > 0 && !c->closed && flush_now(c) != 0)
+        return;
     while (c->q_len > 0 && !c->closed) {
-        uint32_t n = c->q_len < WRITE_BATCH ? c->q_len : WRITE_BATCH;
+        uv_buf_t bufs[WRITE_BATCH];
+        size_t bytes;
+        uint32_t n = queue_bufs(c, bufs, WRITE_BATCH, &bytes);
         write_req *w = malloc(sizeof *w + n * sizeof(tw_frame *));
         if (!w) {
             conn_finish_close(c);
             return;
         }
-        uv_buf_t bufs[WRITE_BATCH];
         w->conn = c;
         w->n = n;
-        w->bytes = 0;
+        w->bytes = bytes;
         w->raw = NULL;
         for (uint32_t i = 0; i < n; i++) {
-            tw_frame *f = c->q[c->q_head];
+            w->frames[i] = c->q[c->q_head];
             c->q_head = (c->q_head + 1) & (c->q_cap - 1);
-            w->frames[i] = f;
-            bufs[i] = uv_buf_init((char *)f->data, f->len);
-            w->bytes += f->len;
         }
+        c->q_off = 0;
         c->q_len -= n;
         c->q_bytes -= w->bytes;
         c->inflight_bytes += w->bytes;

@@ -60,11 +60,13 @@ static void on_turn(uv_check_t *h)
 {
     tw_server *srv = h->data;
     tw_server_submit_pending(srv);
-    int more = tw_catchup_run(srv);
+    tw_catchup_run(srv);
     tw_conn_flush_all(srv);
     tw_conn_resume_reads(srv); /* they read again in the next turn, after everyone else */
     srv->turn_no++;
-    if (!more) uv_idle_stop(&srv->turn_idle);
+    /* Asked after the flush: a write that completed at once may have made a session ready
+     * again (tw_session_on_drain), and it must get the next turn, not wait for I/O. */
+    if (!srv->ready_head) uv_idle_stop(&srv->turn_idle);
 }
 
 /* ---- Publishing --------------------------------------------------------------------- */

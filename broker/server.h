@@ -60,7 +60,8 @@ struct tw_conn {
     /* Output: a ring of frames not yet handed to uv_write, and what is in flight. */
     tw_frame **q;
     uint32_t q_head, q_len, q_cap; /* q_cap: 0 or a power of two (indexes are masked) */
-    size_t q_bytes;
+    uint32_t q_off;                /* bytes of the head frame already written */
+    size_t q_bytes;                /* bytes queued and not yet written */
     size_t inflight_bytes;
 
     uint64_t deadline_ms;  /* HTTP: request due by; closing: hard close at (loop time) */
