@@ -612,6 +612,7 @@ static void on_heartbeat(tw_gossip *g, const tw_gw_msg *m, uint64_t now)
          * to it is broken one way. (An older life listed dead is only news not yet
          * arrived.) */
         if (strcmp(e->name, g->name) == 0) {
+            if (e->incarnation == g->incarnation) mem->knows_us = 1;
             if ((e->state == TW_MEMBER_SUSPECT || e->state == TW_MEMBER_DEAD) &&
                 e->incarnation == g->incarnation && !g->leaving)
                 dial_renew(g, mem->dial, now);
@@ -903,13 +904,23 @@ static void update_quorum(tw_gossip *g)
  * under live traffic the peers' figures move on, and chasing them could never end).
  * Once ready the node stays ready.
  */
-static void update_ready(tw_gossip *g)
+/*
+ * Readiness: every seed heard from (or dead), then caught up with the digests the alive
+ * ones reported. A seed counts as heard only once a heartbeat of it names this life of
+ * ours: while we were down its push socket kept heartbeats queued for us (up to
+ * NNG_OPT_SENDBUF of them), and they arrive first when we come back, with digests from
+ * before what was published meanwhile; a target taken from them made a restarted node
+ * ready before it had caught up. Its answer to our HELLO comes after them on the same
+ * pipe. A seed that never names us (a one-way broken pipe) stops counting after dead_ms.
+ */
+static void update_ready(tw_gossip *g, uint64_t now)
 {
     if (g->ready) return;
     if (!g->ready_targets_set) {
         for (size_t i = 0; i < g->mt.n; i++) {
             struct tw_gossip__member *m = g->mt.v[i];
-            if (m->from_seed && !m->last_heard_ms && m->state != TW_MEMBER_DEAD) return;
+            int heard = m->last_heard_ms && (m->knows_us || now - m->since_ms >= g->dead_ms);
+            if (m->from_seed && !heard && m->state != TW_MEMBER_DEAD) return;
         }
         for (size_t oi = 1; oi < g->norigins; oi++) {
             struct origin *o = &g->origins[oi];
@@ -1371,7 +1382,7 @@ static void *gossip_main(void *arg)
         fetch_tick(g, now);
         send_acks(g);
         update_quorum(g);
-        update_ready(g);
+        update_ready(g, now);
         if (g->members_changed) {
             g->members_changed = 0;
             sync_dials(g, now);

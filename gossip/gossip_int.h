@@ -25,6 +25,7 @@ struct tw_gossip__member {
     uint64_t last_heard_ms; /* monotonic ms of the last message from it; 0 never */
     uint64_t since_ms;      /* when we learned of it (failure timing before first contact) */
     int from_seed;          /* known at start: readiness waits for it to be heard or dead */
+    int knows_us;           /* a heartbeat of its current life named this life of ours */
     int gone;               /* left and finished draining: nothing more is sent to it */
     uint64_t acked;         /* its applied seq of this node's origin */
     uint64_t *digest;       /* per gossip origin index: its applied seq (0 unknown) */

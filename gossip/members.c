@@ -175,6 +175,7 @@ int tw_gossip__members_heard(struct tw_gossip__members *mt, const struct tw_goss
     if (h->incarnation > m->incarnation) {
         m->acked = 0; /* a new life may be a new disk */
         m->gone = 0;
+        m->knows_us = 0;
     }
     m->incarnation = h->incarnation;
     m->last_heard_ms = now;

@@ -139,6 +139,26 @@ def test_restarted_node_catches_up_before_it_is_ready(node_factory):
     run(go())
 
 
+def test_restarted_node_is_not_ready_on_heartbeats_queued_while_it_was_down(node_factory):
+    """While a node is down its peers' push sockets keep their first heartbeats to it queued;
+    if a pipe redials before the peer hears the node's HELLO, they arrive first, with
+    digests from before what was published later. Readiness must wait for a heartbeat that
+    knows the node's new life (gossip.c update_ready). The test opens that window (a
+    trickle, then a bulk to catch up); it does not force NNG's redial to win the race."""
+    n1, n2, n3 = make_cluster(node_factory, extra=("--cluster-suspect-timeout", "3s",
+                                                   "--cluster-dead-timeout", "8s"))
+    n3.kill9()
+    for i in range(30):  # 3 s: longer than the 16 heartbeats (1.6 s) queued for n3
+        publish(n1, "t", i)
+        publish(n2, "t", i)
+        time.sleep(0.1)
+    big = "x" * 4000
+    for i in range(600):  # then enough that catching up takes a while
+        publish(n1 if i % 2 else n2, f"b{i % 7}", {"i": i, "p": big})
+    n3.start()  # returns once /readyz says 200: joined and caught up
+    assert origins(n3) == origins(n1) == origins(n2)
+
+
 def test_paused_node_is_marked_dead_then_rejoins_and_converges(node_factory):
     n1, n2, n3 = make_cluster(node_factory)
     n3.proc.send_signal(signal.SIGSTOP)
