@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "gossip.h"
+#include "scratch.h"
 #include "gossip_int.h"
 
 #define MAXN 4
@@ -430,24 +431,12 @@ static void remember_origin(int i)
 
 /* ---- fixtures --------------------------------------------------------------------------- */
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
-    const char *base = getenv("TW_TEST_TMP");
     static int round;
 
     (void)state;
-    if (!base || !*base) base = "/tmp";
-    if (mkdir(base, 0700) != 0 && errno != EEXIST) return -1;
-    snprintf(scratch, sizeof(scratch), "%s/gossip-XXXXXX", base);
-    if (!mkdtemp(scratch)) return -1;
+    if (scratch_make(scratch, sizeof(scratch), "gossip") != 0) return -1;
     /* Ports 24000-24999, spread by pid so parallel runs (ASan and plain) do not meet, and a
      * fresh block per test so no listener of the previous one lingers. */
     base_port = 24000 + (int)((getpid() * 7 + round++ * MAXN) % 240) * MAXN;
@@ -463,7 +452,7 @@ static int teardown(void **state)
         if (nodes[i].s) node_close(i, 0);
         pthread_mutex_destroy(&nodes[i].mu);
     }
-    return nftw(scratch, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    return scratch_remove(scratch);
 }
 
 static void full_mesh(int n)

@@ -27,6 +27,7 @@
 
 #include <lmdb.h>
 
+#include "scratch.h"
 #include "store.h"
 
 /* ---- scratch directories ------------------------------------------------------------ */
@@ -39,36 +40,22 @@ struct dir {
 /* cmocka setup: a fresh scratch dir per test, handed over in *state. */
 static int dir_setup(void **state)
 {
-    const char *base = getenv("TW_TEST_TMP");
     struct dir *d = calloc(1, sizeof(*d));
 
-    if (!d) return -1;
-    if (!base || !*base) base = "/tmp";
-    if (mkdir(base, 0700) != 0 && errno != EEXIST) goto out_free;
-    snprintf(d->root, sizeof(d->root), "%s/store-XXXXXX", base);
-    if (!mkdtemp(d->root)) goto out_free;
+    if (!d || scratch_make(d->root, sizeof(d->root), "store") != 0) {
+        free(d);
+        return -1;
+    }
     snprintf(d->data, sizeof(d->data), "%s/data", d->root);
     *state = d;
     return 0;
-
-out_free:
-    free(d);
-    return -1;
-}
-
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
 }
 
 /* cmocka teardown: runs after a failed test too, so no scratch dir is left behind. */
 static int dir_teardown(void **state)
 {
     struct dir *d = *state;
-    int rc = nftw(d->root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    int rc = scratch_remove(d->root);
 
     free(d);
     return rc;

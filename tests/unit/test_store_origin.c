@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "scratch.h"
 #include "store.h"
 
 struct fx {
@@ -44,25 +45,13 @@ static void on_commit(void *arg, tw_store_append *done)
     pthread_mutex_unlock(&f->mu);
 }
 
-static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 static int setup(void **state)
 {
-    const char *base = getenv("TW_TEST_TMP");
     struct fx *f = calloc(1, sizeof(*f));
     tw_store_options o = {0};
 
     if (!f) return -1;
-    if (!base || !*base) base = "/tmp";
-    if (mkdir(base, 0700) != 0 && errno != EEXIST) goto out_free;
-    snprintf(f->root, sizeof(f->root), "%s/storeo-XXXXXX", base);
-    if (!mkdtemp(f->root)) goto out_free;
+    if (scratch_make(f->root, sizeof(f->root), "storeo") != 0) goto out_free;
     snprintf(f->data, sizeof(f->data), "%s/data", f->root);
     pthread_mutex_init(&f->mu, NULL);
     pthread_cond_init(&f->cv, NULL);
@@ -86,7 +75,7 @@ static int teardown(void **state)
     int rc;
 
     tw_store_close(f->s);
-    rc = nftw(f->root, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    rc = scratch_remove(f->root);
     pthread_cond_destroy(&f->cv);
     pthread_mutex_destroy(&f->mu);
     free(f);
