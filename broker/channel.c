@@ -165,7 +165,7 @@ void tw_catchup_schedule(tw_session *s)
 }
 
 tw_sub *tw_sub_start(tw_session *s, const char *channel, size_t len, int from_log,
-                     uint64_t after_lsn, tw_cursor *filter)
+                     uint64_t after_lsn, uint64_t trim_floor, tw_cursor *filter)
 {
     tw_server *srv = s->conn->srv;
     tw_sub *sub = calloc(1, sizeof *sub);
@@ -181,10 +181,7 @@ tw_sub *tw_sub_start(tw_session *s, const char *channel, size_t len, int from_lo
     s->subs = sub;
     s->nsubs++;
     srv->nsubs++;
-    /* What retention took before now was reported by the subscribe reply (recovered) or
-     * precedes where the subscription starts; only later trims can take what it needs. On
-     * a failed read the floor stays 0, so a trim is reported rather than missed. */
-    (void)tw_store_channel_trimmed(srv->reader, channel, len, &sub->trim_floor);
+    sub->trim_floor = trim_floor;
     if (filter && filter->n) {
         sub->filter = *filter; /* take the storage */
         memset(filter, 0, sizeof *filter);

@@ -209,8 +209,9 @@ struct tw_sub {
     tw_sub *s_next;            /* session's list */
     tw_sub *cu_next;           /* session's catch-up list */
     uint64_t last_lsn;
-    /* The channel's retention mark (newest lsn trimmed) when the subscription started: a
-     * later mark above last_lsn means retention took events it had not read yet. */
+    /* The channel's retention mark (newest lsn trimmed) when the subscription started
+     * (tw_sub_start): a later mark above last_lsn means retention took events it had not
+     * read yet. */
     uint64_t trim_floor;
     uint8_t live;
     uint8_t in_cu;
@@ -225,10 +226,14 @@ void tw_channels_free(tw_server *srv);
  * Subscribes a session to a channel. With `from_log` the subscription starts by reading the
  * log after `after_lsn` (filtering events at or below `filter` when given: it takes the
  * cursor's storage); otherwise it is live from the current fan-out position.
+ * `trim_floor`: the channel's retention mark when the subscribe was answered (what was
+ * trimmed before is in its `recovered`, or lies before where it starts); only a later mark
+ * past what it read closes it with 4208. 0 for a live start: every mark then is at or
+ * below the fan-out position it starts from.
  * Returns the subscription or NULL on ENOMEM.
  */
 tw_sub *tw_sub_start(tw_session *s, const char *channel, size_t len, int from_log,
-                     uint64_t after_lsn, tw_cursor *filter);
+                     uint64_t after_lsn, uint64_t trim_floor, tw_cursor *filter);
 
 /* Ends a subscription (unsubscribe or session end). */
 void tw_sub_end(tw_sub *sub);

@@ -343,7 +343,7 @@ static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
         return;
     }
     int from_log = a->has_since || a->last > 0;
-    uint64_t after = UINT64_MAX;
+    uint64_t after = UINT64_MAX, trim_floor = 0;
     int recovered = 1, replayed = 0;
     if (from_log) {
         int rc = 0;
@@ -377,7 +377,7 @@ static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
         int at_head;
         if (rc == 0)
             rc = tw_store_read_channel(srv->reader, a->channel, a->channel_len, after, 1, 1,
-                                       count_event, &n, &last_lsn, &at_head, NULL);
+                                       count_event, &n, &last_lsn, &at_head, &trim_floor);
         if (rc != 0) {
             tw_error("store-read", "reading channel for a subscribe failed: %s",
                      tw_store_strerror(rc));
@@ -422,7 +422,7 @@ static void subscribe(tw_session *s, tw_sub_args *a, const int64_t *id)
                                         replayed, cur, ncur);
     /* With `last`, the replay reaches back past the cursor on purpose: no filtering then. */
     int filter = a->has_since && a->last == 0 && a->since.n > 0;
-    tw_sub *sub = tw_sub_start(s, a->channel, a->channel_len, from_log, after,
+    tw_sub *sub = tw_sub_start(s, a->channel, a->channel_len, from_log, after, trim_floor,
                                filter ? &a->since : NULL);
     if (!sub) {
         tw_buf_free(&b);

@@ -231,9 +231,11 @@ void tw_store_reader_free(tw_store_reader *r);
  * On return *last_lsn is the lsn of the last event passed (after_lsn if none) and *at_head
  * is 1 when the channel had no further event in the snapshot read, else 0. A channel
  * never written reads as empty (at_head 1). trimmed_lsn, when not NULL, receives the
- * channel's retention mark in the same snapshot (as tw_store_channel_trimmed), set before
- * cb is first called: a reader that had read up to after_lsn missed events when it is
- * above after_lsn (cb may then stop the read at once).
+ * channel's retention mark in the same snapshot: the log position of the newest event
+ * retention trimmed from it (0: none), set before cb is first called. A reader that had
+ * read up to after_lsn missed events when it is above after_lsn (cb may then stop the read
+ * at once; the broker closes such a subscription with 4208, and its resume is told
+ * recovered: false).
  */
 int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channel_len,
                           uint64_t after_lsn, size_t max_events, size_t max_bytes,
@@ -249,15 +251,6 @@ int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channe
 int tw_store_read_origin(tw_store_reader *r, const char *origin, uint64_t from_seq,
                          size_t max_events, size_t max_bytes, tw_store_event_cb cb, void *arg,
                          uint64_t *last_seq);
-
-/*
- * Sets *lsn to the log position of the newest event retention trimmed from a channel (0:
- * none). A subscription that has read the channel up to last_lsn has missed events when
- * *lsn > last_lsn: the log can no longer bring it up to date (the broker closes it with
- * 4208; it resumes and is told recovered: false).
- */
-int tw_store_channel_trimmed(tw_store_reader *r, const char *channel, size_t channel_len,
-                             uint64_t *lsn);
 
 /* One entry of a version vector: the last seq seen from an origin. */
 typedef struct tw_store_cursor_entry {

@@ -380,29 +380,6 @@ static int all_known(tw_store_reader *r, const tw_store_cursor_entry *e, size_t 
     return 0;
 }
 
-int tw_store_channel_trimmed(tw_store_reader *r, const char *channel, size_t channel_len,
-                             uint64_t *lsn)
-{
-    uint32_t id;
-    int rc;
-
-    if (!r || !channel || channel_len == 0 || channel_len > TW_STORE_CHANNEL_MAX || !lsn)
-        return TW_STORE_EINVAL;
-    rc = begin_read(r);
-    if (rc) return rc;
-    rc = lookup_chan(r, channel, channel_len, &id);
-    if (rc == MDB_NOTFOUND) {
-        *lsn = 0; /* never written */
-        rc = 0;
-    } else if (rc == 0) {
-        uint64_t v = 0;
-        rc = trimmed_seq(r, id, 0, &v); /* origin idx 0: the channel's newest lsn trimmed */
-        if (rc == 0) *lsn = v;
-    }
-    end_read(r);
-    return rc;
-}
-
 int tw_store_resolve_cursor(tw_store_reader *r, const char *channel, size_t channel_len,
                             const tw_store_cursor_entry *entries, size_t n, uint64_t *after_lsn,
                             int *recovered)
