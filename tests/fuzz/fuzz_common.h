@@ -22,13 +22,7 @@
 
 #include "protocol.h"
 
-#define FUZZ_CHECK(cond)                                                                           \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 /* MessagePack we wrote is exactly one value to msgpack-c too. Only called on our own
  * output, whose containers are all backed by bytes (msgpack-c sizes them by header). */

@@ -13,13 +13,7 @@
 #include "auth.h"
 #include "config.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -30,20 +24,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     tw_config cfg;
     char err[256];
     FILE *devnull = fopen("/dev/null", "w");
-    CHECK(tw_config_load(&cfg, 1, argv, env, err, sizeof err, devnull) == TW_CONFIG_OK);
+    FUZZ_CHECK(tw_config_load(&cfg, 1, argv, env, err, sizeof err, devnull) == TW_CONFIG_OK);
     fclose(devnull);
     if (tw_config_parse_text(&cfg, (const char *)data, size, "fuzz", err, sizeof err) == 0) {
-        CHECK(cfg.node_id && cfg.listen && cfg.data && cfg.jwt_key && cfg.namespace);
-        CHECK(cfg.max_message_size >= 128);
+        FUZZ_CHECK(cfg.node_id && cfg.listen && cfg.data && cfg.jwt_key && cfg.namespace);
+        FUZZ_CHECK(cfg.max_message_size >= 128);
         tw_auth *a = NULL;
         if (tw_auth_load_text(&a, "", cfg.namespace, cfg.jwt_audience, cfg.jwt_issuer, 0, err,
                               sizeof err) == 0) {
-            CHECK(!tw_auth_required(a));
+            FUZZ_CHECK(!tw_auth_required(a));
             (void)tw_auth_flags(a, "vessel:1", 8);
             tw_auth_free(a);
         }
     } else {
-        CHECK(memchr(err, '\0', sizeof err) != NULL);
+        FUZZ_CHECK(memchr(err, '\0', sizeof err) != NULL);
     }
     tw_config_free(&cfg);
     return 0;

@@ -13,13 +13,7 @@
 
 #include "../../gossip/wire.c"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 static void reencode(const tw_gw_msg *m, tw_gw_buf *b)
 {
@@ -65,7 +59,7 @@ static void reencode(const tw_gw_msg *m, tw_gw_buf *b)
         tw_gw_put_app(b, m->app, (uint32_t)m->app_len);
         break;
     default:
-        CHECK(0 && "decoded an unknown type");
+        FUZZ_CHECK(0 && "decoded an unknown type");
     }
 }
 
@@ -78,11 +72,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (tw_gw_decode(data, size, &m) != 0) return 0;
     /* every entry takes bytes of the message: counts are bounded by its size */
-    CHECK(m.nmembers * 15 <= size && m.ndigest * 11 <= size && m.nevents * 23 <= size);
+    FUZZ_CHECK(m.nmembers * 15 <= size && m.ndigest * 11 <= size && m.nevents * 23 <= size);
     tw_gw_buf_init(&b);
     reencode(&m, &b);
-    CHECK(b.err == 0);
-    CHECK(b.len == size && memcmp(b.p, data, size) == 0);
+    FUZZ_CHECK(b.err == 0);
+    FUZZ_CHECK(b.len == size && memcmp(b.p, data, size) == 0);
     tw_gw_buf_free(&b);
     tw_gw_msg_free(&m);
     return 0;

@@ -18,13 +18,7 @@
 
 #include "jwt.h"
 
-#define CHECK(cond)                                                                                \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);               \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -42,7 +36,7 @@ static tw_jwt_key *pem_key(const char *kid, tw_jwt_alg alg, const char *type, co
     char *p;
     long n = BIO_get_mem_data(b, &p);
     tw_jwt_key *out = NULL;
-    CHECK(tw_jwt_key_pem(&out, kid, alg, p, (size_t)n) == 0);
+    FUZZ_CHECK(tw_jwt_key_pem(&out, kid, alg, p, (size_t)n) == 0);
     BIO_free(b);
     EVP_PKEY_free(k);
     return out;
@@ -52,7 +46,7 @@ static tw_jwt_key *pem_key(const char *kid, tw_jwt_alg alg, const char *type, co
 static void init(void)
 {
     if (keys[0]) return;
-    CHECK(tw_jwt_key_hmac(&keys[0], "h", (const uint8_t *)secret, strlen(secret)) == 0);
+    FUZZ_CHECK(tw_jwt_key_hmac(&keys[0], "h", (const uint8_t *)secret, strlen(secret)) == 0);
     keys[1] = pem_key("r", TW_JWT_RS256, "RSA", NULL);
     keys[2] = pem_key("e", TW_JWT_ES256, "EC", "P-256");
 }
@@ -77,9 +71,9 @@ static void verify(const char *tok, size_t len)
 {
     tw_jwt_claims c;
     if (tw_jwt_verify(tok, len, keys, 3, &expect, &c) != 0) return;
-    CHECK(c.sub && *c.sub);
-    CHECK(c.exp > expect.now_s - expect.leeway_s);
-    CHECK(c.nroles <= TW_JWT_MAX_ROLES && c.nchannels <= TW_JWT_MAX_CHANNELS);
+    FUZZ_CHECK(c.sub && *c.sub);
+    FUZZ_CHECK(c.exp > expect.now_s - expect.leeway_s);
+    FUZZ_CHECK(c.nroles <= TW_JWT_MAX_ROLES && c.nchannels <= TW_JWT_MAX_CHANNELS);
     tw_jwt_claims_free(&c);
 }
 
@@ -112,8 +106,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         long n = tw_b64url_decode((const char *)data, size, out, size + 1);
         if (n >= 0) {
             char *again = malloc(size + 4);
-            CHECK(b64url_encode(out, (size_t)n, again) == size);
-            CHECK(memcmp(again, data, size) == 0);
+            FUZZ_CHECK(b64url_encode(out, (size_t)n, again) == size);
+            FUZZ_CHECK(memcmp(again, data, size) == 0);
             free(again);
         }
         free(out);
