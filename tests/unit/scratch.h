@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <ftw.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -24,7 +25,7 @@ static inline int scratch_make(char *root, size_t size, const char *prefix)
     return mkdtemp(root) ? 0 : -1;
 }
 
-static int scratch_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static inline int scratch_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
     (void)st;
     (void)flag;
@@ -36,6 +37,36 @@ static int scratch_rm_entry(const char *path, const struct stat *st, int flag, s
 static inline int scratch_remove(const char *root)
 {
     return nftw(root, scratch_rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+/* A scratch directory and a path inside it not made yet (where a store creates its data). */
+struct dir {
+    char root[PATH_MAX];
+    char data[PATH_MAX + 8];
+};
+
+/* cmocka setup and teardown: a fresh struct dir per test in *state, all of it removed after
+ * the test (failed ones too). */
+static inline int dir_setup(void **state)
+{
+    struct dir *d = calloc(1, sizeof(*d));
+
+    if (!d || scratch_make(d->root, sizeof(d->root), "store") != 0) {
+        free(d);
+        return -1;
+    }
+    snprintf(d->data, sizeof(d->data), "%s/data", d->root);
+    *state = d;
+    return 0;
+}
+
+static inline int dir_teardown(void **state)
+{
+    struct dir *d = *state;
+    int rc = scratch_remove(d->root);
+
+    free(d);
+    return rc;
 }
 
 #endif

@@ -30,37 +30,6 @@
 #include "scratch.h"
 #include "store.h"
 
-/* ---- scratch directories ------------------------------------------------------------ */
-
-struct dir {
-    char root[PATH_MAX];
-    char data[PATH_MAX + 8]; /* the store's path: not created, so open must make it */
-};
-
-/* cmocka setup: a fresh scratch dir per test, handed over in *state. */
-static int dir_setup(void **state)
-{
-    struct dir *d = calloc(1, sizeof(*d));
-
-    if (!d || scratch_make(d->root, sizeof(d->root), "store") != 0) {
-        free(d);
-        return -1;
-    }
-    snprintf(d->data, sizeof(d->data), "%s/data", d->root);
-    *state = d;
-    return 0;
-}
-
-/* cmocka teardown: runs after a failed test too, so no scratch dir is left behind. */
-static int dir_teardown(void **state)
-{
-    struct dir *d = *state;
-    int rc = scratch_remove(d->root);
-
-    free(d);
-    return rc;
-}
-
 /* ---- completion collector (the on_commit side) --------------------------------------- */
 
 /* A request plus what the test wants to know about it. */

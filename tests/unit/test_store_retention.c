@@ -30,32 +30,6 @@
 #include "scratch.h"
 #include "store.h"
 
-struct dir {
-    char root[PATH_MAX];
-    char data[PATH_MAX + 8];
-};
-
-static int dir_setup(void **state)
-{
-    struct dir *d = calloc(1, sizeof(*d));
-
-    if (!d || scratch_make(d->root, sizeof(d->root), "store-ret") != 0) {
-        free(d);
-        return -1;
-    }
-    snprintf(d->data, sizeof(d->data), "%s/data", d->root);
-    *state = d;
-    return 0;
-}
-
-static int dir_teardown(void **state)
-{
-    struct dir *d = *state;
-    int rc = scratch_remove(d->root);
-    free(d);
-    return rc;
-}
-
 /* ---- commits: the test waits for each submit's completion ---------------------------- */
 
 struct coll {
