@@ -25,7 +25,8 @@ static inline int scratch_make(char *root, size_t size, const char *prefix)
     return mkdtemp(root) ? 0 : -1;
 }
 
-static inline int scratch_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+static inline int scratch_rm_entry(const char *path, const struct stat *st, int flag,
+                                   struct FTW *ftw)
 {
     (void)st;
     (void)flag;
