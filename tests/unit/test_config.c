@@ -9,18 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-
-static int load(tw_config *cfg, char **argv, char **env, char *err)
-{
-    int argc = 0;
-    while (argv[argc])
-        argc++;
-    FILE *devnull = fopen("/dev/null", "w");
-    int rc = tw_config_load(cfg, argc, argv, env, err, 256, devnull);
-    fclose(devnull);
-    return rc;
-}
+#include "config_load.h"
 
 static void test_defaults(void **state)
 {
