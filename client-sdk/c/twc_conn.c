@@ -89,6 +89,13 @@ struct twc__conn {
     uint64_t idle_ms;
     uint64_t last_rx;
 
+    /* Messages queued during a loop iteration leave together: the prepare handle flushes
+     * `out` once, just before the loop next waits for I/O (one write per burst, not one
+     * per message). */
+    uv_prepare_t flush_prep;
+    bool prep_open;
+    bool flush_pending;
+
     uv_write_t wreq;
     bool writing;
     twc__buf out;  /* accumulating */
@@ -136,7 +143,8 @@ static void maybe_free(twc__conn *conn)
     free(conn);
 }
 
-static void on_timer_close(uv_handle_t *h)
+/* The close callback of the timer and the prepare handle. */
+static void on_handle_close(uv_handle_t *h)
 {
     twc__conn *conn = h->data;
     conn->refs--;
@@ -174,7 +182,11 @@ static void teardown(twc__conn *conn)
     close_tcp(conn);
     if (conn->timer_open) {
         conn->timer_open = false;
-        uv_close((uv_handle_t *)&conn->timer, on_timer_close);
+        uv_close((uv_handle_t *)&conn->timer, on_handle_close);
+    }
+    if (conn->prep_open) {
+        conn->prep_open = false;
+        uv_close((uv_handle_t *)&conn->flush_prep, on_handle_close);
     }
 }
 
@@ -314,6 +326,23 @@ static void conn_flush(twc__conn *conn)
     conn->writing = true;
 }
 
+static void on_flush_prep(uv_prepare_t *h)
+{
+    twc__conn *conn = h->data;
+    uv_prepare_stop(h);
+    conn->flush_pending = false;
+    conn_flush(conn);
+}
+
+/* Flushes `out` before the loop next polls: every message queued until then goes out in
+ * the same write. */
+static void schedule_flush(twc__conn *conn)
+{
+    if (conn->flush_pending || !conn->prep_open) return;
+    conn->flush_pending = true;
+    uv_prepare_start(&conn->flush_prep, on_flush_prep);
+}
+
 /* ---- WebSocket messages over wslay's frame layer ---------------------------------------- */
 
 static ssize_t wf_recv(uint8_t *buf, size_t len, int flags, void *user)
@@ -369,7 +398,7 @@ int twc__conn_send_text2(twc__conn *conn, const char *a, size_t an, const char *
     if (conn->phase != PH_OPEN || conn->close_sent) return TWC_E_STATE;
     int rv = put_frame(conn, OP_TEXT, a, an, b, bn);
     if (rv) return rv;
-    conn_flush(conn);
+    schedule_flush(conn);
     return 0;
 }
 
@@ -720,6 +749,10 @@ int twc__conn_start(uv_loop_t *loop, const twc__conn_config *cfg, twc__rng *rng,
     }
     conn->timer.data = conn;
     conn->timer_open = true;
+    conn->refs++;
+    uv_prepare_init(loop, &conn->flush_prep); /* cannot fail on unix */
+    conn->flush_prep.data = conn;
+    conn->prep_open = true;
     conn->refs++;
     timer_arm(conn, TM_CONNECT, cfg->connect_timeout_ms);
 
