@@ -468,6 +468,18 @@ int tw_store_open(tw_store **out, const tw_store_options *opts)
     }
     s->page_size = est.ms_psize;
     s->st.used_bytes = (uint64_t)(info.me_last_pgno + 1) * s->page_size;
+    {
+        struct stat fst;
+        mdb_filehandle_t fd;
+        rc = mdb_env_get_fd(s->env, &fd);
+        if (rc == 0 && fstat(fd, &fst) != 0) rc = errno;
+        if (rc) {
+            rc = tw_store__map_err(rc);
+            goto out_close_env;
+        }
+        s->data_fd = fd;
+        s->file_bytes = (uint64_t)fst.st_size;
+    }
     s->st.kept_bytes = s->kept_bytes;
     for (size_t i = 0; i < s->n_origins; i++)
         s->st.kept_events += s->origins[i].kept;

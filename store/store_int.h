@@ -192,6 +192,12 @@ struct tw_store {
     uint64_t map_size, map_max;
     uint64_t map_soft; /* appends grow the map up to here; the rest is for trimming */
 
+    /* Zeros written ahead of LMDB's last page (writer thread; store_write.c extend_file). */
+    int data_fd;             /* LMDB's own descriptor of data.mdb */
+    uint64_t file_bytes;     /* size of data.mdb as the writer last made or saw it */
+    uint64_t extend_blocked; /* used bytes when an extension failed: no retry before LMDB
+                              * itself has grown the file past it (space came back) */
+
     /* Writer-thread state (open fills it before the writer starts). origins[i] has idx
      * i + 1. */
     uint64_t last_lsn;

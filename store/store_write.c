@@ -12,9 +12,12 @@
  * the seqs and lsns of a failed batch are handed out again by the next one: no holes, no
  * repeats, after a crash too (the counters are rebuilt from the committed rows at open).
  */
+#define _GNU_SOURCE /* sync_file_range */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "store_int.h"
@@ -866,6 +869,49 @@ static void write_batch(tw_store *s, tw_store_append *batch, size_t count)
     }
 }
 
+/* ---- Writing ahead of LMDB ---------------------------------------------------------- */
+
+/*
+ * A commit that writes past the end of data.mdb grows the file, and its fdatasync must then
+ * also write the inode (size, new blocks). Measured on this machine's ext4: a 16-page commit
+ * takes 320-390 us appending and 200-260 us into space already written; store_bench at 256
+ * in flight went from 620-790 to 510-550 us per commit. So between txns (no LMDB write is
+ * in progress then, and LMDB never reads past its last page) the writer keeps one to two
+ * chunks of zeros written beyond LMDB's last page and starts their writeback at once, so a
+ * later commit's fdatasync finds them on disk already (512 KiB chunks: 1 MiB ones showed in
+ * the p99, 256 KiB ones gained less). The zeros are never synced by themselves: a crash
+ * leaves at most a tail of zeros past the last page, which LMDB ignores. Bounded by the map
+ * (LMDB cannot use more); after a failure (a full disk) not tried again until LMDB itself
+ * has grown the file.
+ */
+#define EXTEND_CHUNK ((uint64_t)1 << 19)
+#define ZERO_BUF 65536
+
+static void extend_file(tw_store *s)
+{
+    static const char zeros[ZERO_BUF];
+    struct iovec iov[EXTEND_CHUNK / ZERO_BUF];
+    uint64_t used = s->st.used_bytes, len;
+    ssize_t n;
+    size_t i, cnt;
+
+    if (s->file_bytes < used) s->file_bytes = used; /* LMDB appended past our zeros */
+    if (s->file_bytes - used >= EXTEND_CHUNK || s->file_bytes >= s->map_size) return;
+    if (s->extend_blocked && used <= s->extend_blocked) return;
+    len = s->map_size - s->file_bytes < EXTEND_CHUNK ? s->map_size - s->file_bytes : EXTEND_CHUNK;
+    cnt = (size_t)((len + ZERO_BUF - 1) / ZERO_BUF);
+    for (i = 0; i < cnt; i++) {
+        iov[i].iov_base = (void *)zeros;
+        iov[i].iov_len = i + 1 < cnt ? ZERO_BUF : (size_t)(len - (uint64_t)i * ZERO_BUF);
+    }
+    n = pwritev(s->data_fd, iov, (int)cnt, (off_t)s->file_bytes);
+    if (n > 0) {
+        sync_file_range(s->data_fd, (off_t)s->file_bytes, n, SYNC_FILE_RANGE_WRITE);
+        s->file_bytes += (uint64_t)n;
+    }
+    s->extend_blocked = (uint64_t)n == len ? 0 : used;
+}
+
 /* ---- Retention ---------------------------------------------------------------------- */
 
 /*
@@ -1259,6 +1305,7 @@ void *tw_store__writer_main(void *arg)
         if (head) {
             write_batch(s, head, count);
             s->on_commit(s->cb_arg, head);
+            extend_file(s); /* after the hand-back: it never delays an ack */
         }
         if (trim_due) {
             /* A kick or the interval starts a new round; `more` continues the current. */

@@ -972,6 +972,117 @@ static void test_map_full(void **state)
     free(big);
 }
 
+/* Size of data.mdb, and whether every byte from `from` to its end is zero. */
+static uint64_t data_file(const struct dir *d, uint64_t from, int *zero_tail)
+{
+    char path[PATH_MAX + 32];
+    struct stat st;
+    FILE *f;
+    int ch;
+
+    snprintf(path, sizeof(path), "%s/data.mdb", d->data);
+    assert_int_equal(stat(path, &st), 0);
+    assert_non_null(f = fopen(path, "rb"));
+    assert_int_equal(fseeko(f, (off_t)from, SEEK_SET), 0);
+    *zero_tail = 1;
+    while ((ch = fgetc(f)) != EOF)
+        if (ch != 0) *zero_tail = 0;
+    fclose(f);
+    return (uint64_t)st.st_size;
+}
+
+/* The writer keeps zeros written past LMDB's last page (so commits overwrite instead of
+ * growing the file): the file is longer than the pages in use, the tail is zeros, it never
+ * passes the map, and a reopened log reads back whole and goes on appending. */
+static void test_writes_ahead_of_lmdb(void **state)
+{
+    enum { N = 300, SIZE = 4000 };
+    struct treq *q = calloc(N, sizeof(*q));
+    char *payload = malloc(SIZE + 1);
+    struct dir *d = *state;
+    struct coll c;
+    struct got g = {0};
+    tw_store_options o;
+    tw_store_stats st;
+    tw_store_reader *r;
+    uint64_t last, size;
+    size_t committed = 0;
+    int head, zero_tail, full = 0;
+    tw_store *s;
+
+    assert_non_null(q);
+    assert_non_null(payload);
+    memset(payload, 'p', SIZE);
+    payload[SIZE] = 0;
+    coll_init(&c);
+    o = base_opts(d, &c);
+    s = open_ok(&o);
+    for (size_t i = 0; i < 10; i++)
+        req_set(&q[i], "a", "small");
+    submit_wait(s, &c, q, 10);
+    tw_store_get_stats(s, &st);
+    tw_store_close(s); /* joins the writer: its extension is done */
+    size = data_file(d, st.used_bytes, &zero_tail);
+    assert_true(size > st.used_bytes);
+    assert_true(size <= o.map_size);
+    assert_true(zero_tail);
+
+    /* 1 MiB map, no growth: appends until full; the file stays within the map. */
+    o.map_size = o.map_max = 1u << 20;
+    s = open_ok(&o);
+    for (size_t i = 0; i < N && !full; i++) {
+        req_set(&q[i], "big", "x");
+        q[i].a.data = payload;
+        q[i].a.data_len = SIZE;
+        submit_wait(s, &c, &q[i], 1);
+        if (q[i].a.status == TW_STORE_EFULL) {
+            full = 1;
+        } else {
+            assert_int_equal(q[i].a.status, 0);
+            committed++;
+        }
+    }
+    assert_true(full);
+    tw_store_get_stats(s, &st);
+    tw_store_close(s);
+    size = data_file(d, st.used_bytes, &zero_tail);
+    assert_true(size <= (1u << 20));
+    assert_true(zero_tail);
+    assert_true(committed > 100);
+
+    /* Reopened: everything committed reads back, and appends go on. */
+    s = open_ok(&o);
+    assert_int_equal(tw_store_reader_new(s, &r), 0);
+    assert_int_equal(read_chan(r, "a", 0, 0, 0, &g, &last, &head), 0);
+    assert_int_equal(g.n, 10);
+    got_reset(&g);
+    last = 0;
+    do /* in pages: a read stops at its byte budget */
+        assert_int_equal(read_chan(r, "big", last, 0, 0, &g, &last, &head), 0);
+    while (!head);
+    assert_int_equal(g.n, committed);
+    for (size_t i = 0; i < g.n; i++) {
+        assert_int_equal(g.ev[i].data_len, SIZE);
+        assert_memory_equal(g.ev[i].data, payload, sizeof(g.ev[i].data) - 1); /* as copied */
+    }
+    tw_store_reader_free(r);
+    tw_store_close(s);
+
+    /* With a larger map, appends go on after the last committed seq. */
+    o.map_size = o.map_max = 8u << 20;
+    s = open_ok(&o);
+    req_set(&q[0], "a", "after");
+    submit_wait(s, &c, q, 1);
+    assert_int_equal(q[0].a.status, 0);
+    assert_int_equal(q[0].a.seq, 10 + committed + 1);
+
+    tw_store_close(s);
+    got_free(&g);
+    coll_destroy(&c);
+    free(payload);
+    free(q);
+}
+
 /* ---- tests: reading ------------------------------------------------------------------- */
 
 /* Writes 30 local events round-robin over channels a, b, c: channel a gets lsns 1, 4, 7... */
@@ -1743,6 +1854,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_refused_requests, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_ebusy, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_map_full, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_writes_ahead_of_lmdb, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_read_channel, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_read_channel_log_walk, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_resolve_single_origin, dir_setup, dir_teardown),
