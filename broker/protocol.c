@@ -1393,7 +1393,7 @@ static void map_iter(const dctx *c, val map, miter *it)
         it->next.j = map.j->child;
         return;
     }
-    mp_val m;
+    mp_val m = {0}; /* validated as a map before: mp_head sets n; -O3 cannot see it */
     it->next.m = mp_head(map.m, c->mend, &m);
     it->left = m.n;
 }

@@ -269,7 +269,7 @@ int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channe
     uint64_t last = after_lsn;
     size_t n = 0, bytes = 0;
     int head = 1, stop = 0;
-    uint32_t id;
+    uint32_t id = 0; /* set by lookup_chan; -O3 cannot see it */
     MDB_val k, v;
     int rc;
 
@@ -582,7 +582,7 @@ int tw_store_channel_tail(tw_store_reader *r, const char *channel, size_t channe
     uint64_t result = 0;
     MDB_cursor_op op;
     size_t seen = 0;
-    uint32_t id;
+    uint32_t id = 0; /* set by lookup_chan; -O3 cannot see it */
     MDB_val k, v;
     int rc;
 
