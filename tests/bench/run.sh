@@ -79,7 +79,9 @@ run "fanout 1000 subs @1k/s"   fanout --subs 1000 --rate 1000  --size 100
 run "fanout 1000 subs max"     fanout --subs 1000 --rate 0     --size 100
 run "publish 1 in flight"      publish --inflight 1  --conns 1 --size 100
 run "publish 64 in flight"     publish --inflight 64 --conns 8 --size 100
-# Issue 3: enough in flight for group commit to reach the disk's limit.
+# Issue 3: enough in flight for group commit to reach the disk's limit; 768 is the goal's
+# case (300,000 acks/s with p99 under 5 ms).
+run "publish 768 in flight"    publish --inflight 768 --conns 48 --size 100
 run "publish 1024 in flight"   publish --inflight 1024 --conns 64 --size 100
 run "publish 4096 in flight"   publish --inflight 4096 --conns 64 --size 100
 
