@@ -48,6 +48,7 @@ struct tw_cluster {
     tw_member_state last_state[MAX_MEMBERS]; /* for logging changes */
     char last_name[MAX_MEMBERS][TW_STORE_NODE_NAME_MAX + 1];
     size_t nlast;
+    char conflict_logged[TW_GOSSIP_ADDR_MAX + 1]; /* the last name conflict logged */
     struct app_in *in_head, *in_tail; /* under mu: presence messages from peers */
     struct peer_presence *pp;
     size_t npp;
@@ -391,6 +392,16 @@ static void log_member_changes(tw_server *srv)
         memcpy(cl->last_name[i], m[i].name, sizeof cl->last_name[i]); /* same size, NUL-ended */
     }
     cl->nlast = n;
+
+    tw_gossip_stats gs;
+    tw_gossip_get_stats(cl->g, &gs);
+    if (gs.name_conflicts && strcmp(gs.name_conflict_addr, cl->conflict_logged) != 0) {
+        tw_error("cluster-name",
+                 "another node (%s) uses this node's name %s: node names must be unique in a "
+                 "cluster; its messages are ignored until one of the two is renamed",
+                 gs.name_conflict_addr, srv->cfg->node_id);
+        memcpy(cl->conflict_logged, gs.name_conflict_addr, sizeof cl->conflict_logged);
+    }
 }
 
 static void on_async(uv_async_t *a)
@@ -620,10 +631,10 @@ int tw_cluster_render_json(tw_server *srv, tw_buf *out)
                         ",\"messages_dropped\":%" PRIu64 ",\"events_sent\":%" PRIu64
                         ",\"events_received\":%" PRIu64 ",\"fetches_sent\":%" PRIu64
                         ",\"fetches_served\":%" PRIu64 ",\"bad_messages\":%" PRIu64
-                        ",\"listener_restarts\":%" PRIu64 "}",
+                        ",\"listener_restarts\":%" PRIu64 ",\"name_conflicts\":%" PRIu64 "}",
                         gs.msgs_sent, gs.msgs_received, gs.msgs_dropped, gs.events_sent,
                         gs.events_received, gs.fetches_sent, gs.fetches_served, gs.bad_messages,
-                        gs.listener_restarts);
+                        gs.listener_restarts, gs.name_conflicts);
     return rc ? -1 : 0;
 }
 
@@ -659,7 +670,11 @@ int tw_cluster_render_prometheus(tw_server *srv, tw_buf *out)
                         "# HELP tidewire_cluster_messages_dropped_total Replication messages a "
                         "full peer queue refused (resent later)\n"
                         "# TYPE tidewire_cluster_messages_dropped_total counter\n"
-                        "tidewire_cluster_messages_dropped_total %" PRIu64 "\n",
-                        gs.listener_restarts, gs.msgs_dropped);
+                        "tidewire_cluster_messages_dropped_total %" PRIu64 "\n"
+                        "# HELP tidewire_cluster_name_conflicts_total Heartbeats from another "
+                        "node using this node's name (ignored; names must be unique)\n"
+                        "# TYPE tidewire_cluster_name_conflicts_total counter\n"
+                        "tidewire_cluster_name_conflicts_total %" PRIu64 "\n",
+                        gs.listener_restarts, gs.msgs_dropped, gs.name_conflicts);
     return rc ? -1 : 0;
 }

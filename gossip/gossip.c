@@ -150,7 +150,7 @@ struct tw_gossip {
     pthread_cond_t cv;
     nng_msg **in_v;
     size_t in_n, in_cap, in_bytes;
-    int recv_parked; /* the receive was not re-armed: the inbox was full */
+    int recv_parked;                     /* the receive was not re-armed: the inbox was full */
     struct app_msg *app_head, *app_tail; /* tw_gossip_broadcast's outbox, in call order */
     size_t app_bytes;
     uint64_t req_local_last;
@@ -580,8 +580,19 @@ static void on_heartbeat(tw_gossip *g, const tw_gw_msg *m, uint64_t now)
     int rc;
 
     if (strcmp(m->sender, g->name) == 0) {
+        if (m->incarnation != g->incarnation || strcmp(m->origin, g->origin) != 0) {
+            /* Not this life of ours (that one reaches us only through a seed address that
+             * is our own): another node goes by our name. Ignored, counted, and reported
+             * to the owner once per new address. */
+            g->st.name_conflicts++;
+            if (strcmp(g->st.name_conflict_addr, m->addr) != 0) {
+                snprintf(g->st.name_conflict_addr, sizeof(g->st.name_conflict_addr), "%s", m->addr);
+                g->members_changed = 1;
+            }
+            return;
+        }
         /* Our own heartbeat: a seed address was this node under another spelling. */
-        if (m->incarnation == g->incarnation && m->to_addr[0] && !is_self_addr(g, m->to_addr)) {
+        if (m->to_addr[0] && !is_self_addr(g, m->to_addr)) {
             add_alias(g, m->to_addr);
             if (tw_gossip__members_drop_addr(&g->mt, m->to_addr, dial_release, g))
                 g->members_changed = 1;
@@ -1762,8 +1773,10 @@ int tw_gossip_broadcast(tw_gossip *g, const void *data, size_t len)
         free(a);
         return TW_GOSSIP_ECLOSED;
     }
-    if (g->app_tail) g->app_tail->next = a;
-    else g->app_head = a;
+    if (g->app_tail)
+        g->app_tail->next = a;
+    else
+        g->app_head = a;
     g->app_tail = a;
     g->app_bytes += len;
     pthread_cond_signal(&g->cv);

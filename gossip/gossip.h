@@ -204,6 +204,10 @@ typedef struct tw_gossip_stats {
     uint64_t fetches_sent, fetches_served;
     uint64_t bad_messages;      /* malformed or from an unknown protocol version */
     uint64_t listener_restarts; /* #1518 repairs */
+    /* Heartbeats from another node using this node's name (names must be unique): they are
+     * ignored. The address is the last such node's. */
+    uint64_t name_conflicts;
+    char name_conflict_addr[TW_GOSSIP_ADDR_MAX + 1];
 } tw_gossip_stats;
 
 void tw_gossip_get_stats(tw_gossip *g, tw_gossip_stats *out);

@@ -188,6 +188,28 @@ def test_quorum_publishes_refused_without_a_majority(node_factory):
     assert wait_until(lambda: n1.post("/api/publish", {"channel": "q", "data": "back"})[0] == 200)
 
 
+def test_two_nodes_with_one_name_report_the_conflict(node_factory):
+    """A copy-pasted --node-id: each node logs the other's address and counts the
+    conflict in /stats and /metrics, and neither lists the other as a member."""
+    cports = [free_port(), free_port()]
+    peers = ",".join(f"tcp://127.0.0.1:{p}" for p in cports)
+    nodes = [node_factory("--node-id", "twin", "--cluster-listen", f"tcp://127.0.0.1:{p}",
+                          "--peers", peers, *FAST) for p in cports]
+    for nd in nodes:
+        nd.start_async()
+    for nd in nodes:
+        nd.wait_ready()
+    for nd, other in ((nodes[0], cports[1]), (nodes[1], cports[0])):
+        assert wait_until(lambda: stats(nd)["cluster"]["name_conflicts"] > 0, timeout=10)
+        assert wait_until(lambda: f"127.0.0.1:{other}" in nd.read_log(), timeout=5)
+        line = [ln for ln in nd.read_log().splitlines() if "cluster-name" in ln]
+        assert line and "twin" in line[0] and f"127.0.0.1:{other}" in line[0], line
+        assert [m for m in stats(nd)["cluster"]["members"] if m["state"] == "alive"] == []
+        status, body = nd.get("/metrics")
+        assert status == 200
+        assert re.search(r"^tidewire_cluster_name_conflicts_total [1-9]", body, re.M)
+
+
 def test_garbage_on_the_cluster_port_does_not_stop_peers_joining(node_factory):
     """nng#1518: peers dropping mid-handshake must not stall the listener."""
     n1, n2, n3 = make_cluster(node_factory)

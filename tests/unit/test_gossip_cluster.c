@@ -496,6 +496,7 @@ static void test_three_nodes_converge(void **state)
     tw_gossip_get_stats(nodes[0].g, &st);
     assert_true(st.msgs_sent > 0 && st.msgs_received > 0 && st.events_sent >= 400);
     assert_int_equal(st.bad_messages, 0);
+    assert_int_equal(st.name_conflicts, 0); /* its own address among the seeds is no conflict */
     {
         tw_member_info info[MAXN];
         size_t n;
@@ -506,6 +507,33 @@ static void test_three_nodes_converge(void **state)
         assert_string_equal(tw_member_state_name(info[1].state), "alive");
         assert_true(info[1].origin[0] != '\0');
     }
+}
+
+/* Two nodes started with one name (a copy-pasted config): each sees the other's
+ * heartbeats as a conflict, says so in its stats with the other's address, and neither
+ * takes the other for a member. */
+static void test_duplicate_name_is_reported(void **state)
+{
+    tw_gossip_stats st[2];
+    uint64_t deadline = now_ms() + 5000;
+
+    (void)state;
+    snprintf(nodes[1].name, sizeof(nodes[1].name), "n1");
+    full_mesh(2);
+    node_open(0);
+    node_open(1);
+    for (;;) {
+        tw_gossip_get_stats(nodes[0].g, &st[0]);
+        tw_gossip_get_stats(nodes[1].g, &st[1]);
+        if ((st[0].name_conflicts && st[1].name_conflicts) || now_ms() > deadline) break;
+        sleep_ms(50);
+    }
+    assert_true(st[0].name_conflicts > 0);
+    assert_true(st[1].name_conflicts > 0);
+    assert_string_equal(st[0].name_conflict_addr, nodes[1].addr);
+    assert_string_equal(st[1].name_conflict_addr, nodes[0].addr);
+    assert_int_equal(count_state(0, TW_MEMBER_ALIVE), 0);
+    assert_int_equal(count_state(1, TW_MEMBER_ALIVE), 0);
 }
 
 static void test_restart_and_late_join(void **state)
@@ -832,6 +860,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_three_nodes_converge, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_duplicate_name_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_and_late_join, setup, teardown),
         cmocka_unit_test_setup_teardown(test_quorum_needs_majority, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_waits_for_peers, setup, teardown),
