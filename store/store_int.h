@@ -254,6 +254,23 @@ void tw_store__free_channels(tw_store *s);
 /* Validates a node name: [A-Za-z0-9_-]{1,32}. Returns 1 if valid. */
 int tw_store__valid_node_name(const char *name);
 
+/*
+ * Where a reader's log cursor stands within one read call: a channel's or an origin's
+ * events are often consecutive in the log (one busy channel, one origin writing), and
+ * stepping the cursor to the next record costs far less than a descent from the root for
+ * each one. Start with {0, 0}.
+ */
+struct tw_store__log_walk {
+    int positioned; /* the reader's log cursor is on the record of lsn `at` */
+    uint64_t at;
+};
+
+/* The log record of `lsn` (big-endian at key) into *v, through the reader's log cursor:
+ * MDB_NEXT when it is the record after the cursor's, else a positioned get. Returns 0, or
+ * an LMDB code (MDB_NOTFOUND: no record of lsn). Inside a reader's snapshot only. */
+int tw_store__log_fetch(tw_store_reader *r, struct tw_store__log_walk *w, const unsigned char *key,
+                        uint64_t lsn, MDB_val *v);
+
 /* A reader's snapshot for readers in other files (store_origin.c): begin opens it and lends
  * the store, txn and oidx cursor; end closes it. */
 int tw_store__reader_begin(tw_store_reader *r, tw_store **s, MDB_txn **txn, MDB_cursor **c_oidx);

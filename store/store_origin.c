@@ -3,9 +3,9 @@
  * "origin X from seq s", a node pushing its own new events).
  *
  * Walks the oidx database ((origin idx, seq) -> lsn) from (idx, from_seq) and fetches each
- * record from the log, so the cost is that of the events read, whatever else the log
- * holds. Same snapshot discipline as store_read.c: one snapshot per call, closed before
- * returning.
+ * record from the log (stepping the log cursor while the lsns are consecutive), so the cost
+ * is that of the events read, whatever else the log holds. Same snapshot discipline as
+ * store_read.c: one snapshot per call, closed before returning.
  */
 #include <string.h>
 
@@ -21,6 +21,7 @@ int tw_store_read_origin(tw_store_reader *r, const char *origin, uint64_t from_s
     MDB_txn *txn;
     tw_store *s;
     size_t olen, n = 0, bytes = 0;
+    struct tw_store__log_walk walk = {0, 0};
     uint64_t last;
     uint32_t idx;
     MDB_val k, v;
@@ -55,7 +56,7 @@ int tw_store_read_origin(tw_store_reader *r, const char *origin, uint64_t from_s
     for (;; op = MDB_NEXT) {
         struct tw_store__rec rec;
         tw_store_event ev;
-        MDB_val lk, lv;
+        MDB_val lv;
         uint64_t seq;
 
         rc = mdb_cursor_get(c_oidx, &k, &v, op);
@@ -71,9 +72,7 @@ int tw_store_read_origin(tw_store_reader *r, const char *origin, uint64_t from_s
         if (tw_store__get_be32(k.mv_data) != idx) break; /* the next origin's entries */
         if (max_events && n >= max_events) break;
         seq = tw_store__get_be64((unsigned char *)k.mv_data + 4);
-        lk.mv_size = 8;
-        lk.mv_data = v.mv_data;
-        rc = mdb_get(txn, s->dbi_log, &lk, &lv);
+        rc = tw_store__log_fetch(r, &walk, v.mv_data, tw_store__get_be64(v.mv_data), &lv);
         if (rc) {
             rc = rc == MDB_NOTFOUND ? TW_STORE_ECORRUPT : tw_store__map_err(rc);
             goto out_end_read;

@@ -23,7 +23,7 @@ struct tw_store_reader {
     MDB_cursor *c_chidx;
     MDB_cursor *c_oidx;
     MDB_cursor *c_origins;
-    MDB_cursor *c_log; /* channel reads walk the log with it (log_fetch) */
+    MDB_cursor *c_log; /* channel and origin reads walk the log with it (tw_store__log_fetch) */
     /* names[i] is the origin with idx i + 1 ("" while unknown to this reader). */
     char (*names)[TW_STORE_ORIGIN_MAX + 1];
     size_t n_names;
@@ -176,20 +176,9 @@ static int lookup_chan(tw_store_reader *r, const char *channel, size_t len, uint
     return 0;
 }
 
-/*
- * Where the reader's log cursor stands within one read call: a channel's events are often
- * consecutive in the log (one busy channel, or a burst of one publisher), and stepping the
- * cursor to the next record costs far less than a descent from the root for each one.
- */
-struct log_walk {
-    int positioned; /* c_log is on the record of lsn `at` */
-    uint64_t at;
-};
-
-/* The log record of `lsn` (big-endian at key): MDB_NEXT when it is the record after the
- * cursor's, else a positioned get. MDB_NOTFOUND passes through. */
-static int log_fetch(tw_store_reader *r, struct log_walk *w, const unsigned char *key, uint64_t lsn,
-                     MDB_val *v)
+/* store_int.h: MDB_NEXT while the lsns are consecutive, else a positioned get. */
+int tw_store__log_fetch(tw_store_reader *r, struct tw_store__log_walk *w, const unsigned char *key,
+                        uint64_t lsn, MDB_val *v)
 {
     MDB_val k;
     int rc;
@@ -209,8 +198,8 @@ static int log_fetch(tw_store_reader *r, struct log_walk *w, const unsigned char
 }
 
 /* Fetches and decodes the log record of one chidx entry, checking that both agree. */
-static int fetch_event(tw_store_reader *r, struct log_walk *w, uint32_t chan_id, const MDB_val *ck,
-                       const MDB_val *cv, tw_store_event *ev)
+static int fetch_event(tw_store_reader *r, struct tw_store__log_walk *w, uint32_t chan_id,
+                       const MDB_val *ck, const MDB_val *cv, tw_store_event *ev)
 {
     const unsigned char *lsn_key = (const unsigned char *)ck->mv_data + 4;
     struct tw_store__rec rec;
@@ -220,7 +209,7 @@ static int fetch_event(tw_store_reader *r, struct log_walk *w, uint32_t chan_id,
 
     if (cv->mv_size != TW_STORE__CHIDX_VAL) return TW_STORE_ECORRUPT;
     lsn = tw_store__get_be64(lsn_key);
-    rc = log_fetch(r, w, lsn_key, lsn, &v);
+    rc = tw_store__log_fetch(r, w, lsn_key, lsn, &v);
     if (rc) return rc == MDB_NOTFOUND ? TW_STORE_ECORRUPT : tw_store__map_err(rc);
     rc = tw_store__decode(&v, &rec);
     if (rc) return rc;
@@ -264,7 +253,7 @@ int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channe
                           uint64_t *trimmed_lsn)
 {
     unsigned char key[TW_STORE__CHIDX_KEY];
-    struct log_walk walk = {0, 0};
+    struct tw_store__log_walk walk = {0, 0};
     MDB_cursor_op op = MDB_SET_RANGE;
     uint64_t last = after_lsn;
     size_t n = 0, bytes = 0;

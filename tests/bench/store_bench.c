@@ -11,7 +11,8 @@
  * cursor), M events spread over 1000 other channels, then N events of "target"; then it
  * times (1) reading "target" whole in replay chunks of 512 events, as the node's loop
  * does (replay events/s), and (2) a resume: resolving the cursor and reading the 1000
- * events after it (median of 200), whose cost must not depend on M.
+ * events after it (median of 200), whose cost must not depend on M, and (3) reading the
+ * node's own origin whole in chunks of 512 events, as a peer's fetch does (replication).
  *
  * DIR must not hold another node's log; it is left behind for inspection.
  */
@@ -159,12 +160,28 @@ static int replay_bench(tw_store *s, size_t n, size_t noise, const char *payload
         lat[i] = now_ns() - t;
     }
     qsort(lat, 200, sizeof lat[0], cmp_u64);
+
+    /* (3) The whole origin in chunks of 512, as a peer's fetch reads it (replication). */
+    struct sink o = {0};
+    uint64_t from = 1;
+    t0 = now_ns();
+    for (;;) {
+        uint64_t last;
+        size_t before = o.n;
+        if (tw_store_read_origin(r, tw_store_origin(s), from, 512, 256 << 10, copy_event, &o,
+                                 &last) != 0)
+            return 1;
+        if (o.n == before) break;
+        from = last + 1;
+    }
+    double origin_s = (double)(now_ns() - t0) / 1e9;
+
     tw_store_get_stats(s, &st);
     printf("{\"bench\":\"store-replay\",\"events\":%zu,\"noise\":%zu,\"size\":%zu,"
            "\"log_events\":%" PRIu64 ",\"replay_events_per_s\":%.0f,"
-           "\"resume_1000_us\":{\"p50\":%.1f,\"p99\":%.1f}}\n",
+           "\"resume_1000_us\":{\"p50\":%.1f,\"p99\":%.1f},\"origin_read_events_per_s\":%.0f}\n",
            n + 1, noise, size, st.kept_events, (double)k.n / replay_s, (double)lat[100] / 1e3,
-           (double)lat[197] / 1e3);
+           (double)lat[197] / 1e3, (double)o.n / origin_s);
     tw_store_reader_free(r);
     return 0;
 }
