@@ -2532,40 +2532,60 @@ static size_t mp_int_len(int64_t d)
     return d < (1LL << 8) ? 2 : d < (1LL << 16) ? 3 : d < (1LL << 32) ? 5 : 9;
 }
 
+/* {"op":"event","channel":"..","pos":"origin:seq","ts":N,"data":DATA}, given the quoted
+ * (escaped) lengths of the channel and the origin. */
+static size_t event_json_len(size_t channel_q, size_t origin_q, uint64_t seq, int64_t ts_ms,
+                             size_t data_len)
+{
+    return 24 + channel_q + 7 + origin_q + 1 + u64_digits(seq) + 6 + i64_digits(ts_ms) + 8 + 1 +
+           data_len;
+}
+
 size_t tw_proto_event_len(tw_encoding enc, const char *channel, size_t channel_len,
                           const char *origin, uint64_t seq, int64_t ts_ms, size_t data_len)
 {
-    size_t on = strnlen(origin, TW_STORE_ORIGIN_MAX + 1), sd = u64_digits(seq), n;
+    size_t on = strnlen(origin, TW_STORE_ORIGIN_MAX + 1), sd = u64_digits(seq);
     if (channel_len > SIZE_MAX / 8 || data_len > SIZE_MAX / 2) return SIZE_MAX;
     if (enc == TW_ENC_MSGPACK) {
         /* map5 "op" "event" "channel" str "pos" str "ts" int "data" data */
-        n = 1 + 3 + 6 + 8 + mp_str_head_len(channel_len) + channel_len + 4 +
-            mp_str_head_len(on + 1 + sd) + on + 1 + sd + 3 + mp_int_len(ts_ms) + 5;
-    } else {
-        /* {"op":"event","channel":"..","pos":"origin:seq","ts":N,"data":DATA} */
-        n = 24 + tw_json_string_len(channel, channel_len) + 7 + tw_json_string_len(origin, on) + 1 +
-            sd + 6 + i64_digits(ts_ms) + 8 + 1;
+        return 1 + 3 + 6 + 8 + mp_str_head_len(channel_len) + channel_len + 4 +
+               mp_str_head_len(on + 1 + sd) + on + 1 + sd + 3 + mp_int_len(ts_ms) + 5 + data_len;
     }
-    return n + data_len;
+    return event_json_len(tw_json_string_len(channel, channel_len), tw_json_string_len(origin, on),
+                          seq, ts_ms, data_len);
+}
+
+/* Appends the JSON string of s[0..n), whose quoted length q is known: most names need no
+ * escape (q == n + 2) and are copied as they are. Room is reserved. */
+static void put_json_string_q(tw_buf *b, const char *s, size_t n, size_t q)
+{
+    if (q != n + 2) {
+        (void)tw_buf_append_json_string(b, s, n); /* cannot fail: the room is reserved */
+        return;
+    }
+    uint8_t *p = b->base + b->head + b->len;
+    *p++ = '"';
+    memcpy(p, s, n);
+    p[n] = '"';
+    b->len += n + 2;
 }
 
 /* A JSON event whose data goes in as it is, laid out at once in room already reserved for
  * tw_proto_event_len() bytes: the bytes of the general path below (the same keys, escaping
  * and numbers; test_protocol compares them with the pieces that make them). */
-static void event_json_direct(tw_buf *b, const char *channel, size_t channel_len,
-                              const char *origin, size_t origin_len, uint64_t seq, int64_t ts_ms,
-                              const uint8_t *data, size_t data_len)
+static void event_json_direct(tw_buf *b, const char *channel, size_t channel_len, size_t channel_q,
+                              const char *origin, size_t origin_len, size_t origin_q, uint64_t seq,
+                              int64_t ts_ms, const uint8_t *data, size_t data_len)
 {
     char t[24], *d;
     uint8_t *p = b->base + b->head + b->len;
     memcpy(p, "{\"op\":\"event\",\"channel\":", 24);
     b->len += 24;
-    /* Cannot fail: the room is reserved, so neither reserves anything. */
-    (void)tw_buf_append_json_string(b, channel, channel_len);
+    put_json_string_q(b, channel, channel_len, channel_q);
     p = b->base + b->head + b->len;
     memcpy(p, ",\"pos\":", 7);
     b->len += 7;
-    (void)tw_buf_append_json_string(b, origin, origin_len);
+    put_json_string_q(b, origin, origin_len, origin_q);
     p = b->base + b->head + b->len - 1; /* over the closing quote: the seq goes inside */
     *p++ = ':';
     d = u64_dec(t + sizeof t, seq);
@@ -2589,18 +2609,21 @@ int tw_proto_encode_event(tw_buf *b, tw_encoding enc, const char *channel, size_
                           const uint8_t *data, size_t data_len)
 {
     wr w;
+    size_t on = strnlen(origin, TW_STORE_ORIGIN_MAX + 1);
+    if (enc == TW_ENC_JSON && data_enc == enc && data_len > 0 && on <= TW_STORE_ORIGIN_MAX &&
+        channel_len <= SIZE_MAX / 8 && data_len <= SIZE_MAX / 2) {
+        /* The one message per event per encoding: no need for the general writer's checks,
+         * and each name is scanned for escapes once (a replay frames millions of events). */
+        size_t cq = tw_json_string_len(channel, channel_len), oq = tw_json_string_len(origin, on);
+        int rc = tw_buf_reserve(b, event_json_len(cq, oq, seq, ts_ms, data_len));
+        if (rc) return rc;
+        event_json_direct(b, channel, channel_len, cq, origin, on, oq, seq, ts_ms, data, data_len);
+        return 0;
+    }
     /* Exact when the data goes in as it is; converting rarely changes its length by much.
      * Either way one reserve here means one allocation for a fresh buffer. */
     size_t n = tw_proto_event_len(enc, channel, channel_len, origin, seq, ts_ms, data_len);
     if (n == SIZE_MAX) return -ENOMEM;
-    size_t on = strnlen(origin, TW_STORE_ORIGIN_MAX + 1);
-    if (enc == TW_ENC_JSON && data_enc == enc && data_len > 0 && on <= TW_STORE_ORIGIN_MAX) {
-        /* The one message per event per encoding: no need for the general writer's checks. */
-        int rc = tw_buf_reserve(b, n);
-        if (rc) return rc;
-        event_json_direct(b, channel, channel_len, origin, on, seq, ts_ms, data, data_len);
-        return 0;
-    }
     wr_begin(&w, b, enc, "event", 5, n);
     WR_KEY(&w, "channel");
     wr_str(&w, channel, channel_len);
