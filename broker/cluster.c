@@ -100,6 +100,7 @@ static void on_events(void *arg, const tw_gossip_event *ev, size_t n)
         p->app.origin = p->origin;
         p->app.seq = ev[i].seq;
         p->app.ts_ms = ev[i].ts_ms;
+        p->app.after_trim = ev[i].after_trim;
         if (tail) tail->app.next = &p->app;
         else head = p;
         tail = p;

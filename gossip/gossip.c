@@ -105,6 +105,10 @@ struct origin {
     uint64_t pause_until;
     uint64_t ack_sent;
     uint64_t ready_target;
+    /* The last hand-over across a trimmed hole (after_trim) not yet durable: its first
+     * seq, and what was handed before it. An owner that fails it reports seq - 1, which it
+     * never held: the hand-over must start again from before the hole. */
+    uint64_t trim_seq, trim_from;
 };
 
 /* The owner's reports, coalesced per origin until the thread takes them. */
@@ -727,6 +731,7 @@ static void on_events(tw_gossip *g, const tw_gw_msg *m, uint64_t now)
     struct origin *o;
     size_t start, n;
     ssize_t oi;
+    int fetch_reply, after_trim;
 
     g->st.events_received += m->nevents;
     if (strcmp(m->origin, g->origin) == 0) return; /* our own events coming back */
@@ -737,12 +742,20 @@ static void on_events(tw_gossip *g, const tw_gw_msg *m, uint64_t now)
     if (last_in > o->known_last) o->known_last = last_in;
     if (sender) tw_gossip__member_set_digest(sender, (size_t)oi, m->last_known);
     if (now < o->pause_until || m->nevents == 0) return;
-    if (m->first_seq > o->handed + 1 || last_in <= o->handed) return; /* early, or all seen */
-    /* A reply that moves us on ends the fetch; one that does not (the peer lacks the seqs,
-     * or retention trimmed them) leaves it to time out, which paces the retries. */
-    if ((m->flags & TW_GW_EV_FETCH_REPLY) && o->fetching && strcmp(o->fetch_peer, m->sender) == 0)
-        o->fetching = 0;
-    start = (size_t)(o->handed + 1 - m->first_seq);
+    if (last_in <= o->handed) return; /* all seen */
+    /* The reply to our fetch from handed + 1 (handed only grows) holds every seq its sender
+     * has from there: a first seq beyond handed + 1 means the ones between are trimmed
+     * there, and since a store keeps an origin's seqs without holes of its own, nobody
+     * will send them. Anything else that starts beyond handed + 1 is early: dropped, and
+     * fetched. */
+    fetch_reply =
+        (m->flags & TW_GW_EV_FETCH_REPLY) && o->fetching && strcmp(o->fetch_peer, m->sender) == 0;
+    after_trim = m->first_seq > o->handed + 1;
+    if (after_trim && !fetch_reply) return;
+    /* A reply that moves us on ends the fetch; one that does not leaves it to time out,
+     * which paces the retries. */
+    if (fetch_reply) o->fetching = 0;
+    start = after_trim ? 0 : (size_t)(o->handed + 1 - m->first_seq);
     n = m->nevents - start;
     if (n > g->evs_cap) {
         void *p = realloc(g->evs, n * sizeof(*g->evs));
@@ -761,6 +774,11 @@ static void on_events(tw_gossip *g, const tw_gw_msg *m, uint64_t now)
         x->data = e->data;
         x->data_len = e->data_len;
         x->encoding = e->encoding;
+        x->after_trim = i == 0 && after_trim;
+    }
+    if (after_trim) {
+        o->trim_seq = m->first_seq;
+        o->trim_from = o->handed;
     }
     o->handed = last_in;
     if (m->flags & TW_GW_EV_FETCH_REPLY) o->fetch_gate = last_in;
@@ -879,9 +897,12 @@ static void apply_pending(tw_gossip *g, const struct pending *p, uint64_t now)
     if (p->applied > o->applied) o->applied = p->applied;
     if (o->applied > o->handed) o->handed = o->applied;
     if (o->applied > o->known_last) o->known_last = o->applied;
+    if (o->trim_seq && o->applied >= o->trim_seq) o->trim_seq = 0;
     if (p->failed) {
         /* Hand again from what is durable, after a pause (the store may be full). */
-        o->handed = p->failed_seq > o->applied ? p->failed_seq : o->applied;
+        uint64_t from = p->failed_seq;
+        if (o->trim_seq && from + 1 >= o->trim_seq) from = o->trim_from; /* hole unapplied */
+        o->handed = from > o->applied ? from : o->applied;
         o->fetch_gate = 0;
         o->fetching = 0;
         o->pause_until = now + APPLY_RETRY_MS;

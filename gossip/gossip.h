@@ -108,13 +108,19 @@ typedef struct tw_gossip_event {
     const void *data;
     size_t data_len;
     uint8_t encoding;
+    /* 1: the seqs between the last one handed for this origin and this one are gone (the
+     * peer that served the catch-up had them trimmed by retention): append it after the
+     * hole (tw_store_append.after_trim). Only ever on the first event of an on_events
+     * call's run of an origin. */
+    uint8_t after_trim;
 } tw_gossip_event;
 
 typedef struct tw_gossip_callbacks {
     /*
      * Events of remote origins to append, in seq order per origin, contiguous after what
-     * the owner reported applied or was handed before (never a gap, never a seq handed
-     * twice unless tw_gossip_apply_failed() asked for it again). The owner must copy what it
+     * the owner reported applied or was handed before (never a gap but one flagged
+     * after_trim, never a seq handed twice unless tw_gossip_apply_failed() asked for it
+     * again). The owner must copy what it
      * keeps and later call tw_gossip_applied() once the events are durable.
      */
     void (*on_events)(void *arg, const tw_gossip_event *events, size_t n);

@@ -166,11 +166,16 @@ struct tw_store_append {
     /* NULL: an event of this node's origin; the store assigns seq and, when ts_ms is 0,
      * the time. Otherwise a remote origin id (NUL-terminated) with `seq` and `ts_ms` as
      * that origin assigned them; status EDUP if seq is already stored, EGAP if it is not
-     * the next one. */
+     * the next one (unless after_trim). */
     const char *origin;
     uint64_t seq;
     int64_t ts_ms; /* milliseconds since the Unix epoch */
-    void *user;    /* the caller's, untouched */
+    /* Remote only. 1: the origin's seqs between its last one here and `seq` no longer exist
+     * where this event came from (retention trimmed them there, so no peer will send
+     * them): take `seq` after the hole instead of refusing it with EGAP, and mark the hole,
+     * so a resume from before its end is told it is not recovered, whatever its channel. */
+    uint8_t after_trim;
+    void *user; /* the caller's, untouched */
 
     /* Set by the store before the completion callback. */
     int status;

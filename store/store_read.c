@@ -430,6 +430,11 @@ int tw_store_resolve_cursor(tw_store_reader *r, const char *channel, size_t chan
             if (rc) goto out_end_read;
             if (trimmed > c) rec = 0;
         }
+        /* The origin has a hole this node never held (trimmed where it replicated from,
+         * channels unknown): any channel may have lost events after c. */
+        rc = trimmed_seq(r, 0, idx, &trimmed);
+        if (rc) goto out_end_read;
+        if (trimmed > c) rec = 0;
 
         tw_store__put_be32(key, idx);
         tw_store__put_be64(key + 4, c + 1);

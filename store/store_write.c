@@ -445,6 +445,8 @@ void tw_store__free_channels(tw_store *s)
     free(s->rules);
 }
 
+static int mark_trimmed(tw_store *s, MDB_txn *txn, uint32_t chan_id, uint32_t idx, uint64_t seq);
+
 /*
  * Writes one request into the txn. Returns 0 with slot->status telling the request's
  * fate (0, EDUP, EGAP, EINVAL, ENOMEM: the batch goes on), or a negative code when the
@@ -489,7 +491,7 @@ static int append_one(tw_store *s, MDB_txn *txn, const tw_store_append *a,
             slot->status = TW_STORE_EDUP;
             return 0;
         }
-        if (a->seq != last + 1) {
+        if (a->seq != last + 1 && !a->after_trim) {
             slot->status = TW_STORE_EGAP;
             return 0;
         }
@@ -504,6 +506,12 @@ static int append_one(tw_store *s, MDB_txn *txn, const tw_store_append *a,
     if (!known && add_origin(s, a->origin, strlen(a->origin), &oi) != 0) {
         slot->status = TW_STORE_ENOMEM;
         return 0;
+    }
+    if (a->origin && seq != s->origins[oi].last_seq + 1) {
+        /* after_trim: seqs last+1 .. seq-1 are gone for good. Channel 0 (no channel has
+         * id 0) holds the origin-wide mark that resume reads for every channel. */
+        rc = mark_trimmed(s, txn, 0, (uint32_t)(oi + 1), seq - 1);
+        if (rc) return rc;
     }
     lsn = s->last_lsn + 1;
 

@@ -74,6 +74,7 @@ struct node {
     pthread_mutex_t mu; /* g (the commit callback uses it), quorum, drop */
     uint64_t quorum;
     int drop_events; /* the owner ignores what it is handed (never applies) */
+    int64_t max_count; /* the store's retention: newest events kept per channel (0: all) */
     int fail_events; /* the owner reports this many hand-overs as failed appends */
     uint64_t local_done;
     size_t handed_gaps; /* on_events calls that were not contiguous: must stay 0 */
@@ -120,8 +121,9 @@ static void track_handed(struct node *n, const tw_gossip_event *e)
         snprintf(n->last_origin[n->norig++], TW_STORE_ORIGIN_MAX + 1, "%s", e->origin);
         n->last_handed[i] = 0;
     }
-    /* the first hand-over after a (re)start may begin anywhere above what the log had */
-    if (n->last_handed[i] && e->seq != n->last_handed[i] + 1) n->handed_gaps++;
+    /* the first hand-over after a (re)start may begin anywhere above what the log had; a
+     * later one skips only a hole flagged as trimmed */
+    if (n->last_handed[i] && e->seq != n->last_handed[i] + 1 && !e->after_trim) n->handed_gaps++;
     n->last_handed[i] = e->seq;
 }
 
@@ -160,6 +162,7 @@ static void on_events(void *arg, const tw_gossip_event *ev, size_t count)
         r->a.origin = r->origin;
         r->a.seq = ev[i].seq;
         r->a.ts_ms = ev[i].ts_ms;
+        r->a.after_trim = ev[i].after_trim;
         *tail = &r->a;
         tail = &r->a.next;
     }
@@ -228,6 +231,7 @@ static void node_open(int i)
     so.map_size = 64 << 20;
     so.on_commit = on_commit;
     so.cb_arg = n;
+    so.retention.max_count = n->max_count;
     assert_int_equal(tw_store_open(&n->s, &so), 0);
     assert_int_equal(tw_store_reader_new(n->s, &r), 0);
     assert_int_equal(tw_store_origins(r, info, MAXN * 2, &k), 0);
@@ -534,6 +538,83 @@ static void test_duplicate_name_is_reported(void **state)
     assert_string_equal(st[1].name_conflict_addr, nodes[0].addr);
     assert_int_equal(count_state(0, TW_MEMBER_ALIVE), 0);
     assert_int_equal(count_state(1, TW_MEMBER_ALIVE), 0);
+}
+
+/* Seqs of origin i in node j's store, in order, into seqs[] (at most max). */
+static size_t origin_seqs(int j, const char *origin, uint64_t *seqs, size_t max)
+{
+    struct dump d = {0};
+    size_t n;
+
+    dump_origin(j, origin, &d);
+    for (n = 0; n < d.n && n < max; n++)
+        seqs[n] = strtoull(d.rows[n], NULL, 10);
+    free(d.rows);
+    return n;
+}
+
+static int resume_recovered(int i, const char *channel, const char *origin, uint64_t seq)
+{
+    tw_store_reader *r;
+    tw_store_cursor_entry e = {origin, seq};
+    uint64_t after;
+    int rec = -1;
+
+    assert_int_equal(tw_store_reader_new(nodes[i].s, &r), 0);
+    assert_int_equal(tw_store_resolve_cursor(r, channel, strlen(channel), &e, 1, &after, &rec), 0);
+    tw_store_reader_free(r);
+    return rec;
+}
+
+/* Retention by count per channel leaves holes in an origin's seqs (here from seq 1 and in
+ * the middle). A node that joins afterwards fetches what is kept, across the holes, and
+ * becomes ready; a resume from before a hole on it is told it is not recovered. */
+static void test_join_across_seqs_trimmed_by_retention(void **state)
+{
+    uint64_t a[64], b[64];
+    size_t na, nb;
+    tw_store_stats st;
+    uint64_t end;
+
+    (void)state;
+    full_mesh(2);
+    nodes[0].max_count = 3;
+    node_open(0);
+    remember_origin(0);
+    publish(0, 20, 1); /* seqs 1-20 on ch1, ch2, ch3, ch0, ch1, ... */
+    for (int k = 0; k < 20; k++)
+        publish(0, 1, 100 + 4 * k); /* seqs 21-40, all on ch0 */
+    assert_true(wait_origin(0, origins[0], 40, 5000));
+    /* Newest 3 per channel: 9 10 11 13 14 15 17 18 19 38 39 40. */
+    end = now_ms() + 5000;
+    do {
+        tw_store_trim_now(nodes[0].s);
+        sleep_ms(20);
+        tw_store_get_stats(nodes[0].s, &st);
+    } while (st.kept_events > 12 && now_ms() < end);
+    assert_int_equal(st.kept_events, 12);
+
+    node_open(1);
+    assert_true(wait_origin(1, origins[0], 40, 10000));
+    assert_true(wait_ready(1, 5000));
+    na = origin_seqs(0, origins[0], a, 64);
+    nb = origin_seqs(1, origins[0], b, 64);
+    assert_int_equal(na, 12);
+    assert_int_equal(nb, 12);
+    assert_memory_equal(a, b, na * sizeof(a[0]));
+    assert_int_equal(nodes[1].handed_gaps, 0);
+
+    /* Holes end at 8, 12, 16 and 37: a cursor before the last one cannot be recovered on
+     * the new node, whatever the channel; one past it can. */
+    assert_int_equal(resume_recovered(1, "ch1", origins[0], 5), 0);
+    assert_int_equal(resume_recovered(1, "ch0", origins[0], 30), 0);
+    assert_int_equal(resume_recovered(1, "ch0", origins[0], 37), 1);
+    assert_int_equal(resume_recovered(1, "ch2", origins[0], 40), 1);
+
+    /* And it keeps replicating: new events arrive without a hole. */
+    publish(0, 4, 200);
+    assert_true(wait_origin(1, origins[0], 44, 5000));
+    assert_int_equal(nodes[1].handed_gaps, 0);
 }
 
 static void test_restart_and_late_join(void **state)
@@ -862,6 +943,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_three_nodes_converge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_duplicate_name_is_reported, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_and_late_join, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_join_across_seqs_trimmed_by_retention, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_quorum_needs_majority, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_waits_for_peers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_apply_failed_hands_again, setup, teardown),

@@ -771,6 +771,58 @@ static void test_remote_origins(void **state)
     coll_destroy(&c);
 }
 
+/* A remote event flagged after_trim is taken after a hole in its origin's seqs (the seqs
+ * were trimmed where it came from), the hole is remembered for every channel's resume, and
+ * both survive a reopen. Unflagged, the same event is a gap. */
+static void test_remote_after_trim(void **state)
+{
+    const char *n2 = "n2.0000aaaa";
+    struct treq q[4];
+    struct dir *d = *state;
+    struct coll c;
+    tw_store_options o;
+    tw_store_reader *r;
+    uint64_t after;
+    int rec;
+    tw_store *s;
+
+    coll_init(&c);
+    o = base_opts(d, &c);
+    s = open_ok(&o);
+    req_remote(&q[0], "a", n2, 1);
+    req_remote(&q[1], "b", n2, 5); /* 2-4 trimmed at the sender */
+    submit_wait(s, &c, q, 2);
+    assert_int_equal(q[0].a.status, 0);
+    assert_int_equal(q[1].a.status, TW_STORE_EGAP);
+    req_remote(&q[0], "b", n2, 5);
+    q[0].a.after_trim = 1;
+    req_remote(&q[1], "b", n2, 6);
+    submit_wait(s, &c, q, 2);
+    assert_int_equal(q[0].a.status, 0);
+    assert_int_equal(q[0].a.lsn, 2);
+    assert_int_equal(q[1].a.status, 0);
+    tw_store_close(s);
+
+    s = open_ok(&o);
+    assert_int_equal(tw_store_reader_new(s, &r), 0);
+    for (int ch = 0; ch < 3; ch++) {
+        const char *chan = ch == 0 ? "a" : ch == 1 ? "b" : "never-written";
+        tw_store_cursor_entry e = {n2, 1};
+        assert_int_equal(tw_store_resolve_cursor(r, chan, strlen(chan), &e, 1, &after, &rec), 0);
+        assert_int_equal(rec, 0); /* seqs 2-4 may have been anyone's */
+        e.seq = 4;
+        assert_int_equal(tw_store_resolve_cursor(r, chan, strlen(chan), &e, 1, &after, &rec), 0);
+        assert_int_equal(rec, 1);
+    }
+    tw_store_reader_free(r);
+    /* The origin goes on from 6. */
+    req_remote(&q[0], "a", n2, 7);
+    submit_wait(s, &c, q, 1);
+    assert_int_equal(q[0].a.status, 0);
+    tw_store_close(s);
+    coll_destroy(&c);
+}
+
 static void test_refused_requests(void **state)
 {
     char big[400];
@@ -1851,6 +1903,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_batch_split, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_reopen_durable, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_remote_origins, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_remote_after_trim, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_refused_requests, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_ebusy, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_map_full, dir_setup, dir_teardown),
