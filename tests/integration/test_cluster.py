@@ -139,6 +139,44 @@ def test_restarted_node_catches_up_before_it_is_ready(node_factory):
     run(go())
 
 
+def test_node_down_across_holes_left_by_count_retention_catches_up(node_factory):
+    """Count retention cuts holes in an origin's seqs while a node is down; back, it
+    fetches across them, becomes ready, holds exactly what the others kept, and tells a
+    resume from before a hole that it is not recovered."""
+    n1, n2, n3 = make_cluster(node_factory, extra=("--retention-max-count", "3",
+                                                   "--retention-interval", "50ms",
+                                                   "--cluster-suspect-timeout", "3s",
+                                                   "--cluster-dead-timeout", "8s"))
+    n3.kill9()
+    pos = [publish(n1, f"c{i % 4}", i) for i in range(20)]
+    pos += [publish(n1, "c0", 100 + i) for i in range(20)]
+    origin = origin_of(pos[0])
+    # Newest 3 per channel: 12 of the 40 events stay on n1 and n2.
+    for nd in (n1, n2):
+        assert wait_until(lambda: [o["events_kept"] for o in stats(nd)["store"]["origins"]
+                                   if o["origin"] == origin] == [12], timeout=10)
+    n3.start()  # returns once ready: it must get across the holes
+    assert origins(n3)[origin] == seq_of(pos[-1])
+
+    async def go():
+        c = await Client.connect(n3.url)
+        r = await c.request("subscribe", channel="c1", since={origin: seq_of(pos[1])})
+        assert r["recovered"] is False  # c1's events after it were trimmed before n3 saw them
+        assert [e["data"] for e in await c.events(3)] == [9, 13, 17]
+        d = await Client.connect(n3.url)
+        r = await d.request("subscribe", channel="c0", since={origin: seq_of(pos[-4])})
+        assert r["recovered"] is True  # nothing after it is missing
+        assert [e["data"] for e in await d.events(3)] == [117, 118, 119]
+        # c2 kept everything after seq 10, and n1 says so; n3 never learnt which channels
+        # its holes held, so from before the last one it says not recovered (the safe side).
+        for nd, want in ((n1, True), (n3, False)):
+            e = await Client.connect(nd.url)
+            r = await e.request("subscribe", channel="c2", since={origin: 10})
+            assert r["recovered"] is want, nd
+            assert [x["data"] for x in await e.events(3)] == [10, 14, 18]
+    run(go())
+
+
 def test_restarted_node_is_not_ready_on_heartbeats_queued_while_it_was_down(node_factory):
     """While a node is down its peers' push sockets keep their first heartbeats to it queued;
     if a pipe redials before the peer hears the node's HELLO, they arrive first, with
