@@ -248,6 +248,17 @@ int tw_store_read_channel(tw_store_reader *r, const char *channel, size_t channe
                           uint64_t *trimmed_lsn);
 
 /*
+ * Reads the log itself: every event with lsn > after_lsn, in lsn order, whatever its
+ * channel or origin. A node running several loops (--threads) learns of every commit this
+ * way: the log is the bus between them. Same limits and callback rules as
+ * tw_store_read_channel(). On return *last_lsn is the lsn of the last event passed
+ * (after_lsn if none). The lsns of events retention trimmed are simply absent: a caller that
+ * must see every event compares each lsn with the one it expected.
+ */
+int tw_store_read_log(tw_store_reader *r, uint64_t after_lsn, size_t max_events, size_t max_bytes,
+                      tw_store_event_cb cb, void *arg, uint64_t *last_lsn);
+
+/*
  * Reads the events of one origin with seq >= from_seq, in seq order, through the origin
  * index (replication: serving a peer's fetch, pushing new local events). Same limits and
  * callback rules as tw_store_read_channel(). On return *last_seq is the seq of the last

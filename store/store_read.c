@@ -321,6 +321,64 @@ out_end_read:
     return rc;
 }
 
+int tw_store_read_log(tw_store_reader *r, uint64_t after_lsn, size_t max_events, size_t max_bytes,
+                      tw_store_event_cb cb, void *arg, uint64_t *last_lsn)
+{
+    unsigned char key[8];
+    MDB_cursor_op op = MDB_SET_RANGE;
+    uint64_t last = after_lsn;
+    size_t n = 0, bytes = 0;
+    MDB_val k, v;
+    int rc;
+
+    if (!r || !cb || !last_lsn) return TW_STORE_EINVAL;
+    *last_lsn = after_lsn;
+    if (after_lsn == UINT64_MAX) return 0; /* nothing can follow */
+    rc = begin_read(r);
+    if (rc) return rc;
+    tw_store__put_be64(key, after_lsn + 1);
+    k.mv_size = sizeof(key);
+    k.mv_data = key;
+    for (;; op = MDB_NEXT) {
+        struct tw_store__rec rec;
+        tw_store_event ev;
+
+        if (max_events && n >= max_events) break;
+        rc = mdb_cursor_get(r->c_log, &k, &v, op);
+        if (rc == MDB_NOTFOUND) break;
+        if (rc) {
+            rc = tw_store__map_err(rc);
+            goto out_end_read;
+        }
+        if (k.mv_size != 8) {
+            rc = TW_STORE_ECORRUPT;
+            goto out_end_read;
+        }
+        rc = tw_store__decode(&v, &rec);
+        if (rc) goto out_end_read;
+        if (max_bytes && n > 0 && (bytes >= max_bytes || rec.data_len > max_bytes - bytes)) break;
+        ev.origin = origin_name(r, rec.origin_idx, &rc);
+        if (!ev.origin) goto out_end_read;
+        ev.seq = rec.seq;
+        ev.lsn = tw_store__get_be64(k.mv_data);
+        ev.ts_ms = rec.ts_ms;
+        ev.channel = rec.channel;
+        ev.channel_len = rec.channel_len;
+        ev.data = rec.data;
+        ev.data_len = rec.data_len;
+        ev.encoding = rec.encoding;
+        n++;
+        bytes += rec.data_len;
+        last = ev.lsn;
+        if (cb(arg, &ev)) break;
+    }
+    rc = 0;
+    *last_lsn = last;
+out_end_read:
+    end_read(r);
+    return rc;
+}
+
 /* The cursor's seq for origin id (key bytes); 0 when absent. If an origin is named twice
  * the smaller seq counts: replaying too much is safe, too little is not. */
 static uint64_t cursor_seq(const tw_store_cursor_entry *e, size_t n, const MDB_val *id)

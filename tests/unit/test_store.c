@@ -1280,6 +1280,79 @@ static void test_read_channel(void **state)
  * apart (a positioned get), in one call and across calls and limits; then log records
  * missing where the step would land and at the end of the log.
  */
+/* The log read whole, as the loops of a node with --threads follow it: every channel and
+ * origin in lsn order, from any point, within the limits. */
+static void test_read_log(void **state)
+{
+    const char *n2 = "n2.0000aaaa";
+    struct treq q[30], rq[2];
+    struct dir *d = *state;
+    struct coll c;
+    tw_store_reader *r;
+    struct got g = {0};
+    uint64_t last;
+    tw_store *s;
+
+    s = open_abc(d, &c, q);
+    req_remote(&rq[0], "b", n2, 1);
+    req_remote(&rq[1], "z", n2, 2);
+    submit_wait(s, &c, rq, 2);
+    assert_int_equal(tw_store_reader_new(s, &r), 0);
+
+    assert_int_equal(tw_store_read_log(r, 0, 0, 0, got_cb, &g, &last), 0);
+    assert_int_equal(g.n, 32);
+    assert_int_equal(last, 32);
+    for (size_t i = 0; i < 30; i++) {
+        char want[16];
+        snprintf(want, sizeof(want), "%c%zu", "abc"[i % 3], i / 3);
+        assert_int_equal(g.ev[i].lsn, i + 1);
+        assert_string_equal(g.ev[i].data, want);
+        assert_string_equal(g.ev[i].origin, tw_store_origin(s));
+        assert_int_equal(g.ev[i].seq, i + 1);
+    }
+    assert_string_equal(g.ev[30].origin, n2);
+    assert_string_equal(g.ev[30].channel, "b");
+    assert_int_equal(g.ev[30].seq, 1);
+    assert_string_equal(g.ev[31].channel, "z");
+    assert_int_equal(g.ev[31].lsn, 32);
+
+    /* From the middle, at most 4 events; then the rest. */
+    got_reset(&g);
+    assert_int_equal(tw_store_read_log(r, 10, 4, 0, got_cb, &g, &last), 0);
+    assert_int_equal(g.n, 4);
+    assert_int_equal(g.ev[0].lsn, 11);
+    assert_int_equal(last, 14);
+    got_reset(&g);
+    assert_int_equal(tw_store_read_log(r, last, 0, 0, got_cb, &g, &last), 0);
+    assert_int_equal(g.n, 18);
+    assert_int_equal(last, 32);
+
+    /* A byte limit passes at least one event; the callback can stop the read. */
+    got_reset(&g);
+    assert_int_equal(tw_store_read_log(r, 0, 0, 1, got_cb, &g, &last), 0);
+    assert_int_equal(g.n, 1);
+    assert_int_equal(last, 1);
+    got_reset(&g);
+    g.stop_after = 3;
+    assert_int_equal(tw_store_read_log(r, 0, 0, 0, got_cb, &g, &last), 0);
+    assert_int_equal(g.n, 3);
+    assert_int_equal(last, 3);
+
+    /* At the end: nothing, last unchanged. */
+    got_reset(&g);
+    assert_int_equal(tw_store_read_log(r, 32, 0, 0, got_cb, &g, &last), 0);
+    assert_int_equal(g.n, 0);
+    assert_int_equal(last, 32);
+    assert_int_equal(tw_store_read_log(r, UINT64_MAX, 0, 0, got_cb, &g, &last), 0);
+    assert_int_equal(last, UINT64_MAX);
+    assert_int_equal(tw_store_read_log(NULL, 0, 0, 0, got_cb, &g, &last), TW_STORE_EINVAL);
+
+    got_free(&g);
+    tw_store_reader_free(r);
+    tw_store_close(s);
+    coll_destroy(&c);
+}
+
 static void test_read_channel_log_walk(void **state)
 {
     /* x at 1-5, 7-9, 12-13; y at 6, 10-11 */
@@ -1910,6 +1983,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_writes_ahead_of_lmdb, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_read_channel, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_read_channel_log_walk, dir_setup, dir_teardown),
+        cmocka_unit_test_setup_teardown(test_read_log, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_resolve_single_origin, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_multi_origin_cursor, dir_setup, dir_teardown),
         cmocka_unit_test_setup_teardown(test_channel_tail, dir_setup, dir_teardown),
