@@ -367,6 +367,52 @@ static void api_presence(tw_conn *c, tw_http_request *req)
 /* POST /api/disconnect {"user": SUB, "code"?: 4003, "reason"?: "..."} -> {"disconnected": N}:
  * closes every WebSocket of that user on this node. The default code, 4003, tells clients
  * not to reconnect as they are. */
+/* POST /api/disconnect on every loop of the node: answered once each has closed its
+ * sessions of the user. */
+struct disconnect {
+    char *user, *why;
+    uint16_t code;
+    tw_conn *c; /* holds a reference until answered */
+    _Atomic size_t total;
+};
+
+static void disconnect_free(struct disconnect *d)
+{
+    if (!d) return;
+    free(d->user);
+    free(d->why);
+    free(d);
+}
+
+/* On each loop: close its sessions of the user. */
+static void disconnect_here(tw_server *srv, void *arg)
+{
+    struct disconnect *d = arg;
+    size_t n = 0;
+    for (tw_conn *k = srv->conns; k; k = k->next) {
+        tw_session *s = k->kind == TW_CONN_WS ? k->session : NULL;
+        if (!s || !s->who || tw_ws_closing(&s->ws) || strcmp(s->who->sub, d->user) != 0) continue;
+        tw_session_close(s, d->code, d->why);
+        n++;
+    }
+    d->total += n;
+}
+
+static void disconnect_answer(tw_server *srv, void *arg)
+{
+    (void)srv;
+    struct disconnect *d = arg;
+    size_t n = d->total;
+    tw_info("api-disconnect", "disconnected %zu connections of a user with %d", n, d->code);
+    if (!d->c->closed) {
+        char out[48];
+        int len = snprintf(out, sizeof out, "{\"disconnected\":%zu}\n", n);
+        tw_conn_http_respond(d->c, 200, "application/json", out, (size_t)len, NULL);
+    }
+    tw_conn_unref(d->c);
+    disconnect_free(d);
+}
+
 static void api_disconnect(tw_conn *c, tw_http_request *req)
 {
     tw_server *srv = c->srv;
@@ -388,26 +434,26 @@ static void api_disconnect(tw_conn *c, tw_http_request *req)
         return;
     }
     const char *why = reason ? reason->valuestring : "disconnected by the server";
-    size_t n = 0;
-    for (tw_conn *k = srv->conns; k; k = k->next) {
-        tw_session *s = k->kind == TW_CONN_WS ? k->session : NULL;
-        if (!s || !s->who || tw_ws_closing(&s->ws) || strcmp(s->who->sub, user->valuestring) != 0)
-            continue;
-        tw_session_close(s, (uint16_t)cc, why);
-        n++;
+    struct disconnect *d = calloc(1, sizeof *d);
+    if (!d || !(d->user = strdup(user->valuestring)) || !(d->why = strdup(why))) {
+        disconnect_free(d);
+        cJSON_Delete(j);
+        respond_error(c, 500, "out of memory");
+        return;
     }
-    tw_info("api-disconnect", "disconnected %zu connections of a user with %d", n, cc);
     cJSON_Delete(j);
-    char out[48];
-    int len = snprintf(out, sizeof out, "{\"disconnected\":%zu}\n", n);
-    tw_conn_http_respond(c, 200, "application/json", out, (size_t)len, NULL);
+    d->code = (uint16_t)cc;
+    d->c = c;
+    c->refs++; /* the answer may wait for the other loops (--threads) */
+    tw_server_each_loop(srv, disconnect_here, disconnect_answer, d);
 }
 
-static void respond_stats(tw_conn *c, int prometheus)
+static void render_stats(tw_conn *c, const tw_census *census, int prometheus)
 {
     tw_buf b;
     tw_buf_init(&b, 0);
-    int rc = prometheus ? tw_stats_render_prometheus(c->srv, &b) : tw_stats_render_json(c->srv, &b);
+    int rc = prometheus ? tw_stats_render_prometheus(c->srv, census, &b)
+                        : tw_stats_render_json(c->srv, census, &b);
     if (rc == 0)
         tw_conn_http_respond(c, 200,
                              prometheus ? "text/plain; version=0.0.4; charset=utf-8"
@@ -416,6 +462,50 @@ static void respond_stats(tw_conn *c, int prometheus)
     else
         respond_error(c, 500, "out of memory");
     tw_buf_free(&b);
+}
+
+/* /stats or /metrics on a node of several loops: every loop publishes its figures and adds
+ * its channels to the census, so the answer counts what every loop did up to the request. */
+struct stats_req {
+    tw_conn *c; /* holds a reference until answered */
+    int prometheus;
+    tw_census *census;
+};
+
+static void stats_gather(tw_server *srv, void *arg)
+{
+    struct stats_req *r = arg;
+    tw_server_publish_figures(srv);
+    if (tw_census_add(r->census, srv) != 0)
+        tw_warn("stats-nomem", "out of memory: /stats misses channels of loop %u", srv->loop_no);
+}
+
+static void stats_answer(tw_server *srv, void *arg)
+{
+    (void)srv;
+    struct stats_req *r = arg;
+    if (!r->c->closed) render_stats(r->c, r->census, r->prometheus);
+    tw_conn_unref(r->c);
+    tw_census_free(r->census);
+    free(r);
+}
+
+static void respond_stats(tw_conn *c, int prometheus)
+{
+    if (c->srv->node->nloops == 1) {
+        render_stats(c, NULL, prometheus);
+        return;
+    }
+    struct stats_req *r = malloc(sizeof *r);
+    if (!r || !(r->census = tw_census_new())) {
+        free(r);
+        respond_error(c, 500, "out of memory");
+        return;
+    }
+    r->c = c;
+    r->prometheus = prometheus;
+    c->refs++;
+    tw_server_each_loop(c->srv, stats_gather, stats_answer, r);
 }
 
 void tw_api_handle(tw_conn *c, tw_http_request *req)

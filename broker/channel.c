@@ -44,6 +44,11 @@ static tw_channel *channel_find(tw_server *srv, const char *name, size_t len, ui
     return NULL;
 }
 
+tw_channel *tw_channel_find(tw_server *srv, const char *name, size_t len)
+{
+    return channel_find(srv, name, len, hash_name(name, len));
+}
+
 static void table_grow(tw_server *srv)
 {
     size_t cap = srv->chan_cap * 2;

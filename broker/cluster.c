@@ -40,9 +40,9 @@ struct tw_cluster {
     uv_async_t async; /* quorum and membership news from the gossip thread */
     pthread_mutex_t mu;
     uint64_t quorum_seq;  /* under mu */
+    uint64_t quorum_told; /* loop 0: the quorum_seq last posted to the other loops */
     int members_changed;  /* under mu */
-    tw_publish *held_head, *held_tail; /* acks waiting for a majority, in seq order */
-    size_t nheld;
+    _Atomic size_t nheld; /* acks waiting for a majority, on every loop (each holds its own) */
     char **seeds;
     size_t nseeds;
     tw_member_state last_state[MAX_MEMBERS]; /* for logging changes */
@@ -83,6 +83,7 @@ static void on_events(void *arg, const tw_gossip_event *ev, size_t n)
         tw_publish *p = calloc(1, sizeof *p);
         if (!p) break;
         p->kind = TW_PUB_REMOTE;
+        p->srv = srv;
         p->channel = malloc(ev[i].channel_len ? ev[i].channel_len : 1);
         p->data = malloc(ev[i].data_len ? ev[i].data_len : 1);
         p->origin = strdup(ev[i].origin);
@@ -161,18 +162,34 @@ static void on_members(void *arg)
 
 /* ---- Loop thread ------------------------------------------------------------------- */
 
+/* Acknowledges this loop's held publishes that a majority now has. */
 static void release_acks(tw_server *srv, uint64_t quorum_seq)
 {
     tw_cluster *cl = srv->cluster;
-    while (cl->held_head && cl->held_head->app.seq <= quorum_seq) {
-        tw_publish *p = cl->held_head;
-        cl->held_head = p->next;
-        if (!cl->held_head) cl->held_tail = NULL;
+    while (srv->held_head && srv->held_head->app.seq <= quorum_seq) {
+        tw_publish *p = srv->held_head;
+        srv->held_head = p->next;
+        if (!srv->held_head) srv->held_tail = NULL;
         cl->nheld--;
         p->next = NULL;
         tw_server_ack(srv, p);
         tw_publish_free(srv, p);
     }
+}
+
+static uint64_t quorum_seq(tw_cluster *cl)
+{
+    pthread_mutex_lock(&cl->mu);
+    uint64_t q = cl->quorum_seq;
+    pthread_mutex_unlock(&cl->mu);
+    return q;
+}
+
+/* On another loop (--threads): the quorum moved, release what it covers. */
+static void release_here(tw_server *srv, void *arg)
+{
+    (void)arg;
+    if (srv->cluster) release_acks(srv, quorum_seq(srv->cluster));
 }
 
 /* ---- Presence across the cluster ------------------------------------------------------ */
@@ -192,9 +209,11 @@ static struct peer_presence *peer_get(tw_cluster *cl, const char *node)
     return p;
 }
 
+/* A member of another node left: this loop's members hear it, and so do the other loops. */
 static void notify_leave(void *arg, const char *channel, size_t len, const tw_member *m)
 {
     tw_presence_notify(arg, "leave", channel, len, m, NULL);
+    tw_presence_tell_loops(arg, 0, channel, len, m);
 }
 
 /* A member another node reported: listed, and announced when it is new. */
@@ -202,8 +221,11 @@ static void remote_join(tw_server *srv, const char *channel, size_t len, const t
                         uint64_t gen)
 {
     int rc = tw_presence_remote_add(srv->presence, channel, len, m, gen);
-    if (rc == 1) tw_presence_notify(srv, "join", channel, len, m, NULL);
-    else if (rc < 0) tw_warn("presence-nomem", "out of memory listing a member of another node");
+    if (rc == 1) {
+        tw_presence_notify(srv, "join", channel, len, m, NULL);
+        tw_presence_tell_loops(srv, 1, channel, len, m);
+    } else if (rc < 0)
+        tw_warn("presence-nomem", "out of memory listing a member of another node");
 }
 
 /* Reads one [channel, user|null, conn] or {"ch","u","c"} member from a peer's message. */
@@ -329,21 +351,27 @@ static void snap_end(struct snap *sn, int last)
     sn->rc = 0;
 }
 
-static void snap_member(void *arg, const char *channel, size_t len, struct tw_session *s)
+static void snap_put(void *arg, const char *channel, size_t len, const tw_member *m)
 {
     struct snap *sn = arg;
-    tw_member m;
-    tw_presence_member_of(s, sn->srv->cfg->node_id, &m);
     sn->rc |= tw_buf_append_str(&sn->b, sn->count ? ",[" : "[");
     sn->rc |= tw_buf_append_json_string(&sn->b, channel, len);
     sn->rc |= tw_buf_putc(&sn->b, ',');
-    sn->rc |= put_member(&sn->b, &m);
+    sn->rc |= put_member(&sn->b, m);
     sn->rc |= tw_buf_putc(&sn->b, ']');
     sn->count++;
     if (sn->b.len >= SNAPSHOT_PART_BYTES) {
         snap_end(sn, 0);
         snap_begin(sn);
     }
+}
+
+static void snap_member(void *arg, const char *channel, size_t len, struct tw_session *s)
+{
+    struct snap *sn = arg;
+    tw_member m;
+    tw_presence_member_of(s, sn->srv->cfg->node_id, &m);
+    snap_put(sn, channel, len, &m);
 }
 
 /* Our whole local presence to every peer, in parts; the last part lets them retire what we
@@ -356,6 +384,9 @@ static void send_snapshot(tw_server *srv)
     cl->snap_id++;
     snap_begin(&sn);
     tw_presence_each_local(srv->presence, snap_member, &sn);
+    /* The members of the node's other loops (--threads), which this loop lists under the
+     * node's own name. */
+    tw_presence_each_remote(srv->presence, srv->cfg->node_id, snap_put, &sn);
     snap_end(&sn, 1);
     tw_buf_free(&sn.b);
     cl->snapshot_due = 0;
@@ -417,6 +448,12 @@ static void on_async(uv_async_t *a)
     cl->in_head = cl->in_tail = NULL;
     pthread_mutex_unlock(&cl->mu);
     release_acks(srv, q);
+    if (q != cl->quorum_told) {
+        cl->quorum_told = q;
+        for (size_t i = 1; i < srv->node->nloops; i++)
+            if (tw_server_post(srv->node->loops[i], release_here, NULL) != 0)
+                tw_error("loop-post", "out of memory: loop %zu not told of the quorum", i);
+    }
     if (changed) log_member_changes(srv);
     for (struct app_in *x = in, *next; x; x = next) {
         next = x->next;
@@ -514,12 +551,6 @@ void tw_cluster_free(tw_server *srv)
     tw_cluster *cl = srv->cluster;
     if (!cl) return;
     if (cl->g) tw_gossip_stop(cl->g, 0);
-    /* Acks still held cannot be given: the publishers are gone with their connections. */
-    while (cl->held_head) {
-        tw_publish *p = cl->held_head;
-        cl->held_head = p->next;
-        tw_publish_free(srv, p);
-    }
     for (struct app_in *a = cl->in_head, *next; a; a = next) {
         next = a->next;
         free(a);
@@ -530,12 +561,25 @@ void tw_cluster_free(tw_server *srv)
     free(cl->seeds);
     pthread_mutex_destroy(&cl->mu);
     free(cl);
-    srv->cluster = NULL;
+    for (size_t i = 0; i < srv->node->nloops; i++)
+        if (srv->node->loops[i]) srv->node->loops[i]->cluster = NULL;
+}
+
+void tw_cluster_drop_held(tw_server *srv)
+{
+    /* Acks still held cannot be given: the publishers are gone with their connections. */
+    while (srv->held_head) {
+        tw_publish *p = srv->held_head;
+        srv->held_head = p->next;
+        tw_publish_free(srv, p);
+    }
+    srv->held_tail = NULL;
 }
 
 void tw_cluster_local_committed(tw_server *srv, uint64_t seq)
 {
-    if (srv->cluster && srv->cluster->g) tw_gossip_notify_local(srv->cluster->g, seq);
+    if (srv->loop_no == 0 && srv->cluster && srv->cluster->g)
+        tw_gossip_notify_local(srv->cluster->g, seq);
 }
 
 void tw_cluster_remote_done(tw_server *srv, const tw_publish *p)
@@ -566,14 +610,13 @@ int tw_cluster_hold_ack(tw_server *srv, tw_publish *p)
     tw_cluster *cl = srv->cluster;
     if (!quorum_mode(srv)) return -1;
     p->next = NULL;
-    if (cl->held_tail) cl->held_tail->next = p;
-    else cl->held_head = p;
-    cl->held_tail = p;
+    if (srv->held_tail)
+        srv->held_tail->next = p;
+    else
+        srv->held_head = p;
+    srv->held_tail = p;
     cl->nheld++;
-    pthread_mutex_lock(&cl->mu);
-    uint64_t q = cl->quorum_seq;
-    pthread_mutex_unlock(&cl->mu);
-    release_acks(srv, q);
+    release_acks(srv, quorum_seq(cl));
     return 0;
 }
 
@@ -613,9 +656,10 @@ int tw_cluster_render_json(tw_server *srv, tw_buf *out)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     uint64_t now = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-    int rc = tw_buf_printf(out, "\"cluster\":{\"size\":%zu,\"quorum_seq\":%" PRIu64
-                                ",\"acks_waiting_for_quorum\":%zu,\"members\":[",
-                           tw_gossip_cluster_size(cl->g), q, cl->nheld);
+    int rc = tw_buf_printf(out,
+                           "\"cluster\":{\"size\":%zu,\"quorum_seq\":%" PRIu64
+                           ",\"acks_waiting_for_quorum\":%zu,\"members\":[",
+                           tw_gossip_cluster_size(cl->g), q, (size_t)cl->nheld);
     for (size_t i = 0; i < n && i < MAX_MEMBERS && !rc; i++) {
         rc |= tw_buf_printf(out, "%s{\"node\":", i ? "," : "");
         rc |= tw_buf_append_json_string(out, m[i].name, strlen(m[i].name));

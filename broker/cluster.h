@@ -10,6 +10,12 @@
  * A node without --cluster-listen is a cluster of one: every function here is then a no-op
  * (ready, quorum always possible, acks never held).
  *
+ * With several loops (--threads) the cluster is loop 0's: it runs gossip's callbacks, owns
+ * the replicated appends and peers' presence, and tells the other loops (quorum reached,
+ * members joining and leaving). Any loop may call tw_cluster_quorum_possible,
+ * tw_cluster_hold_ack (each loop holds its own acks), tw_cluster_presence_changed,
+ * tw_cluster_knows_origin, tw_cluster_ready and the render functions; the others are loop 0's.
+ *
  * Loop thread only unless stated.
  */
 #ifndef TW_CLUSTER_H
@@ -29,10 +35,15 @@ int tw_cluster_start(struct tw_server *srv);
  * node accepted, stops gossip. Called by the drain after clients are gone. */
 void tw_cluster_stop(struct tw_server *srv, uint32_t timeout_ms);
 
-/* Frees what tw_cluster_start made (after tw_cluster_stop, or when it never ran). */
+/* Frees what tw_cluster_start made (after tw_cluster_stop, or when it never ran); loop 0,
+ * every loop stopped. */
 void tw_cluster_free(struct tw_server *srv);
 
-/* A local event committed at `seq`: replicate it. */
+/* Drops the acks a loop still holds for quorum (shutdown: their publishers are gone). */
+void tw_cluster_drop_held(struct tw_server *srv);
+
+/* A local event committed at `seq` (of any loop: loop 0 sees them all in the log):
+ * replicate it. Only loop 0's calls count. */
 void tw_cluster_local_committed(struct tw_server *srv, uint64_t seq);
 
 /* A remote event's append finished (status in p->app.status): tell gossip. */

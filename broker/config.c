@@ -44,6 +44,9 @@ static const setting settings[] = {
      "Least severe log level written"},
     {"log-format", T_STR, OFF(log_format), "text", 0, 0, "text|json",
      "Log lines as text or as JSON lines"},
+    {"threads", T_INT, OFF(threads), "1", 1, 64, NULL,
+     "Event loops serving clients, each on its own thread with its own listening socket "
+     "(SO_REUSEPORT); more than 1 for machines with cores to spare"},
     {"max-connections", T_INT, OFF(max_connections), "100000", 1, 10000000, NULL,
      "Connections (WebSocket and HTTP) served at once; more are refused"},
     {"max-message-size", T_SIZE, OFF(max_message_size), "1MiB", 128, 64 * MiB, NULL,
@@ -63,9 +66,9 @@ static const setting settings[] = {
     {"outbound-high-water", T_SIZE, OFF(outbound_high_water), "1MiB", 4 * KiB, 1 * GiB, NULL,
      "Bytes queued to a client beyond which it stops taking live events and is fed from the "
      "log at its own pace"},
-    {"slow-consumer-timeout", T_DURATION, OFF(slow_consumer_timeout_ms), "60s", 100, 86400000,
-     NULL, "A client that stays behind (queue over the high-water mark) this long is closed "
-           "with 4208 (it resumes from the log)"},
+    {"slow-consumer-timeout", T_DURATION, OFF(slow_consumer_timeout_ms), "60s", 100, 86400000, NULL,
+     "A client that stays behind (queue over the high-water mark) this long is closed "
+     "with 4208 (it resumes from the log)"},
     {"replay-chunk-events", T_INT, OFF(replay_chunk_events), "512", 1, 100000, NULL,
      "Events read from the log per replay step"},
     {"replay-chunk-bytes", T_SIZE, OFF(replay_chunk_bytes), "256KiB", 1 * KiB, 64 * MiB, NULL,
@@ -73,8 +76,8 @@ static const setting settings[] = {
     {"store-map-size", T_SIZE, OFF(store_map_size), "8GiB", 1 * MiB, 1LL << 40, NULL,
      "LMDB map size: the largest the log may grow (virtual address space, not memory); at "
      "this size publishes are refused with 503 (store-full)"},
-    {"store-max-queue-bytes", T_SIZE, OFF(store_max_queue_bytes), "64MiB", 64 * KiB, 4 * GiB,
-     NULL, "Bytes of publishes waiting for the log writer before new ones are refused (503)"},
+    {"store-max-queue-bytes", T_SIZE, OFF(store_max_queue_bytes), "64MiB", 64 * KiB, 4 * GiB, NULL,
+     "Bytes of publishes waiting for the log writer before new ones are refused (503)"},
     {"shutdown-timeout", T_DURATION, OFF(shutdown_timeout_ms), "5s", 0, 600000, NULL,
      "On SIGTERM/SIGINT, time given to clients to receive their close frames"},
     /* -- the log: retention, growth (issue 3) -- */
@@ -148,8 +151,8 @@ static const setting settings[] = {
      "is learned from them); may include this node's own"},
     {"cluster-heartbeat", T_DURATION, OFF(cluster_heartbeat_ms), "500ms", 20, 60000, NULL,
      "Heartbeat period between nodes (each carries the node's digest, so lags show this fast)"},
-    {"cluster-suspect-timeout", T_DURATION, OFF(cluster_suspect_timeout_ms), "2s", 50, 600000,
-     NULL, "Silence after which a member is suspect"},
+    {"cluster-suspect-timeout", T_DURATION, OFF(cluster_suspect_timeout_ms), "2s", 50, 600000, NULL,
+     "Silence after which a member is suspect"},
     {"cluster-dead-timeout", T_DURATION, OFF(cluster_dead_timeout_ms), "5s", 100, 3600000, NULL,
      "Silence after which a member is dead (its presence entries go)"},
     {"cluster-tls-cert", T_STR, OFF(cluster_tls_cert), "", 0, 0, NULL,

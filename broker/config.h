@@ -23,6 +23,7 @@ typedef struct tw_config {
     char *log_level;
     char *log_format; /* "text" | "json" */
 
+    int64_t threads; /* event loops (--threads) */
     int64_t max_connections;
     int64_t max_message_size;   /* bytes of one WebSocket message or HTTP body */
     int64_t max_header_bytes;   /* bytes of an HTTP request's head */

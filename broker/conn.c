@@ -229,6 +229,7 @@ static void on_close(uv_handle_t *h)
     else srv->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     srv->nconns--;
+    srv->node->nconns--;
     if (srv->iplimits) tw_iplimits_release(srv->iplimits, c->ip);
     c->ip = NULL;
     tw_tls_free(c->tls);
@@ -470,11 +471,12 @@ void tw_conn_on_accept(uv_stream_t *listener, int status)
     c->tcp.data = c;
     c->srv = srv;
     c->refs = 1;
-    c->id = ++srv->next_conn_id;
+    c->id = ++srv->node->next_conn_id; /* unique across loops: sessions are named by it */
     c->next = srv->conns;
     if (srv->conns) srv->conns->prev = c;
     srv->conns = c;
     srv->nconns++;
+    size_t node_conns = ++srv->node->nconns;
     tw_buf_init(&c->http_pending, 0);
     c->tr = &plain_transport;
     if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
@@ -489,7 +491,7 @@ void tw_conn_on_accept(uv_stream_t *listener, int status)
         }
         c->tr = &tls_transport;
     }
-    if (srv->nconns > (size_t)srv->cfg->max_connections || srv->draining) {
+    if (node_conns > (size_t)srv->cfg->max_connections || srv->draining) {
         srv->stats.connections_refused++;
         conn_finish_close(c);
         return;

@@ -147,6 +147,20 @@ void tw_presence_each_local(tw_presence *p, tw_presence_local_cb cb, void *arg)
                 cb(arg, e->name, e->len, e->m[k]);
 }
 
+void tw_presence_each_remote(tw_presence *p, const char *node,
+                             void (*cb)(void *arg, const char *channel, size_t len,
+                                        const tw_member *m),
+                             void *arg)
+{
+    for (size_t i = 0; p && i < NCHAINS; i++)
+        for (entry *e = p->chains[i]; e; e = e->next)
+            for (size_t k = 0; k < e->rn; k++)
+                if (strcmp(e->r[k].node, node) == 0) {
+                    tw_member m = {e->r[k].user, e->r[k].node, e->r[k].conn};
+                    cb(arg, e->name, e->len, &m);
+                }
+}
+
 static int same(const char *a, const char *b)
 {
     return (!a && !b) || (a && b && strcmp(a, b) == 0);

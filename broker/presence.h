@@ -57,6 +57,14 @@ typedef void (*tw_presence_local_cb)(void *arg, const char *channel, size_t len,
 /* Calls cb for every local member of every channel (for a snapshot to peers). */
 void tw_presence_each_local(tw_presence *p, tw_presence_local_cb cb, void *arg);
 
+/* Calls cb for every member `node` reported, of every channel (strings valid during the
+ * call). A node of several loops keeps the other loops' members this way, under its own
+ * name: its presence snapshot to peers takes them from here. */
+void tw_presence_each_remote(tw_presence *p, const char *node,
+                             void (*cb)(void *arg, const char *channel, size_t len,
+                                        const tw_member *m),
+                             void *arg);
+
 /* Told of a remote member that is going (its strings valid during the call). */
 typedef void (*tw_presence_change_cb)(void *arg, const char *channel, size_t len,
                                       const tw_member *m);

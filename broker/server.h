@@ -1,7 +1,16 @@
 /*
- * server.h — the node: one libuv loop that owns every connection, session, channel and
- * subscription, plus the store's writer thread, which hands committed batches back to the
- * loop through a mutex-protected list and a uv_async (coalescing: the loop drains all).
+ * server.h — the node: libuv loops (one, or `--threads` of them) that each own their
+ * connections, sessions, channels and subscriptions, plus the store's writer thread, which
+ * hands committed batches back to the loop that submitted them through a mutex-protected
+ * list and a uv_async (coalescing: the loop drains all).
+ *
+ * With several loops each accepts its own clients (one listening socket per loop,
+ * SO_REUSEPORT: the kernel spreads connections). A loop learns of every event committed,
+ * whichever loop or peer it came from, by reading the log after its fan-out position (the
+ * log is the bus between loops); it acknowledges only its own publishes. What the loops
+ * share is the tw_node: the store, the per-IP limits (locked inside), the connection count,
+ * and the figures each loop publishes for /stats. Anything else crosses loops as a message
+ * (tw_server_post): drain, key reload, disconnect, join/leave.
  *
  * The path of a publish: session or HTTP API -> tw_server_publish() -> store writer thread
  * (group commit, fsync) -> commit list -> loop: tw_event made once, fanned out to the
@@ -36,6 +45,7 @@ typedef struct tw_channel tw_channel;
 typedef struct tw_sub tw_sub;
 typedef struct tw_publish tw_publish;
 typedef struct tw_cluster tw_cluster;
+typedef struct tw_node tw_node;
 
 /* ---- Connections (conn.c): one TCP client, first HTTP, then maybe WebSocket. ---------- */
 
@@ -177,6 +187,12 @@ struct tw_member;
 void tw_presence_notify(tw_server *srv, const char *op, const char *channel, size_t len,
                         const struct tw_member *who, const tw_session *except);
 
+/* A member joined (join 1) or left a channel on this loop, or on another node as loop 0
+ * learnt from the cluster: tells the node's other loops (--threads), which list it and tell
+ * their members. Strings are copied. A no-op with one loop. */
+void tw_presence_tell_loops(tw_server *srv, int join, const char *channel, size_t len,
+                            const struct tw_member *who);
+
 /* The backlog shrank (write completed): resume feeding from the log if it was waiting. */
 void tw_session_on_drain(tw_session *s);
 
@@ -238,6 +254,9 @@ tw_sub *tw_sub_start(tw_session *s, const char *channel, size_t len, int from_lo
 /* Ends a subscription (unsubscribe or session end). */
 void tw_sub_end(tw_sub *sub);
 
+/* This loop's channel of that name, or NULL when none of its clients subscribes to it. */
+tw_channel *tw_channel_find(tw_server *srv, const char *name, size_t len);
+
 /* Fans a committed event out to its channel's live subscriptions. */
 void tw_fanout(tw_server *srv, tw_event *ev);
 
@@ -257,6 +276,7 @@ enum { TW_PUB_WS = 0, TW_PUB_HTTP = 1, TW_PUB_REMOTE = 2 /* replicated from anot
 
 struct tw_publish {
     tw_store_append app; /* first: the store's completion hands back &app */
+    tw_server *srv;      /* the loop that submitted it: its completion goes back there */
     tw_conn *conn;       /* who waits for the ack (holds a reference), or NULL */
     uint8_t kind;        /* TW_PUB_* */
     uint8_t has_id;
@@ -300,13 +320,36 @@ typedef struct tw_origin_head {
     uint64_t last_seq; /* newest seq fanned out */
 } tw_origin_head;
 
+/* A function run on a loop's own thread by tw_server_post(). */
+typedef void (*tw_post_fn)(tw_server *srv, void *arg);
+typedef struct tw_post tw_post;
+
+/* What every loop of the node shares. Set up before the loops start, read-only after,
+ * except the fields whose comments say how they are shared. */
+struct tw_node {
+    const tw_config *cfg;
+    tw_store *store;
+    const char *origin;    /* this node's origin id */
+    tw_iplimits *iplimits; /* NULL: no per-IP limit; locked inside (throttle.h) */
+    tw_server **loops;     /* loops[0] runs on the main thread: signals, cluster */
+    size_t nloops;
+    uint64_t started_ms;           /* wall clock */
+    _Atomic size_t nconns;         /* connections open on every loop (max-connections) */
+    _Atomic uint64_t next_conn_id; /* connection and session ids, unique in the node */
+    pthread_mutex_t figures_mu;    /* each loop's `published` figures */
+};
+
 struct tw_server {
+    tw_node *node;
+    unsigned loop_no; /* index in node->loops */
+    pthread_t thread; /* loops other than 0 */
     uv_loop_t *loop;
     const tw_config *cfg;
     tw_proto_limits limits;
     tw_store *store;
     tw_store_reader *reader; /* loop thread's reader: replays and subscribes */
-    tw_cluster *cluster;     /* NULL: a single node (cluster.h) */
+    tw_cluster *cluster;     /* NULL: a single node (cluster.h); one for all loops, run by
+                              * loop 0 (cluster.h says what other loops may call) */
     const char *origin;      /* this node's origin id */
     uint64_t started_ms;     /* wall clock */
     int ready;
@@ -314,6 +357,9 @@ struct tw_server {
     uint64_t drain_deadline_ms;
 
     uv_tcp_t listener;
+    uv_async_t inbox_async; /* tw_server_post: functions from other threads */
+    pthread_mutex_t inbox_mu;
+    tw_post *inbox_head, *inbox_tail;
     uv_async_t commit_async;
     pthread_mutex_t commit_mu;
     tw_publish *commit_head, *commit_tail; /* completions from the writer thread */
@@ -329,7 +375,6 @@ struct tw_server {
     tw_conn *dirty;
     tw_session *ready_head, *ready_tail;
     size_t nconns, nsessions, nsubs;
-    uint64_t next_conn_id;
 
     tw_channel **chan_table;
     size_t chan_cap, nchannels;
@@ -346,6 +391,9 @@ struct tw_server {
     tw_publish *pub_free;
     size_t npub_free;
 
+    /* With durability quorum: this loop's acks waiting for a majority, in seq order. */
+    tw_publish *held_head, *held_tail;
+
     tw_auth *auth;         /* keys and namespaces; never NULL while serving */
     tw_presence *presence; /* members of channels whose namespace enables presence */
     tw_iplimits *iplimits; /* NULL: no per-IP limit configured */
@@ -356,11 +404,33 @@ struct tw_server {
     uint64_t turn_no;      /* loop turns, for the read budget */
 
     tw_stats stats;
+    tw_figures published;       /* under node->figures_mu: this loop's figures when last asked */
     uint8_t readbuf[64 * 1024]; /* every read is consumed before the next: one buffer serves all */
 };
 
 /* Runs a node with this configuration until SIGTERM/SIGINT; returns the exit status. */
 int tw_server_run(const tw_config *cfg);
+
+/* Runs fn(to, arg) on `to`'s loop thread soon after (in the order posted). Any thread.
+ * Returns 0, or -1 (out of memory: nothing posted, arg still the caller's). Messages still
+ * queued when the node stops are run during its shutdown, on the main thread. */
+int tw_server_post(tw_server *to, tw_post_fn fn, void *arg);
+
+/* The node's figures for /stats: this loop's own, live, plus every other loop's as it last
+ * published them (tw_server_publish_figures). per_loop, when not NULL, receives
+ * node->nloops entries, one per loop. */
+void tw_server_figures(tw_server *srv, tw_figures *sum, tw_figures *per_loop);
+
+/* Publishes this loop's figures for the others' /stats (tw_server_figures). */
+void tw_server_publish_figures(tw_server *srv);
+
+/*
+ * Runs each(loop, arg) on every loop of the node, on that loop's thread (this loop's at
+ * once, here), then done(srv, arg) on this loop once every loop has run it: a question to
+ * the whole node (/stats, disconnect) answered where it was asked. With one loop both run
+ * before this returns. A loop that cannot be asked (out of memory) is left out, logged.
+ */
+void tw_server_each_loop(tw_server *srv, tw_post_fn each, tw_post_fn done, void *arg);
 
 /* Makes the loop run another turn without waiting for I/O (catch-up work is queued). */
 void tw_server_kick(tw_server *srv);

@@ -195,13 +195,87 @@ void tw_presence_notify(tw_server *srv, const char *op, const char *channel, siz
     }
 }
 
-/* A local member joined or left: tell this node's other members and the cluster's. */
+/* A join or leave on one loop, for the node's other loops (--threads): each keeps the
+ * member beside its own, as it keeps another node's, and tells its members. One copy is
+ * shared by every loop it is posted to; the last frees it. */
+struct loop_presence {
+    int join;
+    char *channel;
+    size_t len;
+    char *user, *node, *conn; /* user NULL: a client without a token */
+    _Atomic size_t refs;
+};
+
+static void loop_presence_release(struct loop_presence *lp)
+{
+    if (--lp->refs > 0) return;
+    free(lp->channel);
+    free(lp->user);
+    free(lp->node);
+    free(lp->conn);
+    free(lp);
+}
+
+static void notify_leave(void *arg, const char *channel, size_t len, const tw_member *m)
+{
+    tw_presence_notify(arg, "leave", channel, len, m, NULL);
+}
+
+static void presence_from_loop(tw_server *srv, void *arg)
+{
+    struct loop_presence *lp = arg;
+    tw_member m = {lp->user, lp->node, lp->conn};
+    if (lp->join) {
+        int rc = tw_presence_remote_add(srv->presence, lp->channel, lp->len, &m, 0);
+        if (rc == 1)
+            tw_presence_notify(srv, "join", lp->channel, lp->len, &m, NULL);
+        else if (rc < 0)
+            tw_warn("presence-nomem", "out of memory listing a member of another loop");
+    } else {
+        tw_presence_remote_remove(srv->presence, lp->channel, lp->len, lp->node, lp->conn,
+                                  notify_leave, srv);
+    }
+    loop_presence_release(lp);
+}
+
+void tw_presence_tell_loops(tw_server *srv, int join, const char *channel, size_t len,
+                            const tw_member *who)
+{
+    tw_node *node = srv->node;
+    if (node->nloops == 1) return;
+    struct loop_presence *lp = calloc(1, sizeof *lp);
+    if (!lp || !(lp->channel = malloc(len)) || !(lp->node = strdup(who->node)) ||
+        !(lp->conn = strdup(who->conn)) || (who->user && !(lp->user = strdup(who->user)))) {
+        if (lp) {
+            lp->refs = 1;
+            loop_presence_release(lp);
+        }
+        tw_warn("presence-nomem", "out of memory: a %s is not seen on the other loops",
+                join ? "join" : "leave");
+        return;
+    }
+    memcpy(lp->channel, channel, len);
+    lp->len = len;
+    lp->join = join;
+    lp->refs = node->nloops; /* one per other loop, one for this call */
+    for (size_t i = 0; i < node->nloops; i++)
+        if (node->loops[i] != srv && tw_server_post(node->loops[i], presence_from_loop, lp) != 0) {
+            tw_warn("presence-nomem", "out of memory: a %s is not seen on loop %zu",
+                    join ? "join" : "leave", i);
+            loop_presence_release(lp);
+        }
+    loop_presence_release(lp);
+}
+
+/* A local member joined or left: tell this node's other members (on every loop) and the
+ * cluster's. */
 static void presence_changed(tw_session *s, const char *op, const char *channel, size_t len)
 {
     tw_server *srv = s->conn->srv;
     tw_member who;
     tw_presence_member_of(s, srv->cfg->node_id, &who);
     tw_presence_notify(srv, op, channel, len, &who, s);
+    tw_presence_tell_loops(srv, op[0] == 'j', channel, len, &who);
     tw_cluster_presence_changed(srv, op, channel, len, &who);
 }
 

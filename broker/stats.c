@@ -8,6 +8,8 @@
  */
 #include <inttypes.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -18,6 +20,8 @@ enum { COUNTER, GAUGE };
 
 typedef struct figure_src {
     const tw_server *srv;
+    uint64_t nchannels;    /* channels with subscribers on any loop, each counted once */
+    const tw_figures *fig; /* every loop's figures added up */
     const tw_store_stats *st;
     uint64_t uptime_s;
 } figure_src;
@@ -36,47 +40,49 @@ typedef struct figure {
     static double name(const figure_src *f)                                                        \
     {                                                                                              \
         const tw_server *srv = f->srv;                                                             \
+        const tw_figures *fig = f->fig;                                                            \
         const tw_store_stats *st = f->st;                                                          \
         (void)srv;                                                                                 \
+        (void)fig;                                                                                 \
         (void)st;                                                                                  \
         return (double)(expr);                                                                     \
     }
 
 GETTER(g_uptime, f->uptime_s)
 GETTER(g_ready, srv->ready && !srv->draining)
-GETTER(g_conn_now, srv->nconns)
-GETTER(g_conn_total, srv->stats.connections_total)
-GETTER(g_conn_refused, srv->stats.connections_refused)
-GETTER(g_ws_now, srv->nsessions)
-GETTER(g_ws_total, srv->stats.ws_sessions_total)
-GETTER(g_subs, srv->nsubs)
-GETTER(g_channels, srv->nchannels)
-GETTER(g_ev_in, srv->stats.events_published)
-GETTER(g_ev_repl, srv->stats.events_replicated_in)
-GETTER(g_ev_out, srv->stats.events_delivered)
-GETTER(g_ev_replayed, srv->stats.events_replayed)
-GETTER(g_ev_in_rate, srv->stats.events_in_per_s)
-GETTER(g_ev_out_rate, srv->stats.events_out_per_s)
-GETTER(g_pub_refused, srv->stats.publishes_refused)
-GETTER(g_pub_pending, srv->pending_publishes)
-GETTER(g_bytes_in, srv->stats.bytes_in)
-GETTER(g_bytes_out, srv->stats.bytes_out)
-GETTER(g_bytes_in_rate, srv->stats.bytes_in_per_s)
-GETTER(g_bytes_out_rate, srv->stats.bytes_out_per_s)
-GETTER(g_res_ok, srv->stats.resumes_recovered)
-GETTER(g_res_lost, srv->stats.resumes_unrecovered)
-GETTER(g_behind, srv->stats.fell_behind)
-GETTER(g_slow_closed, srv->stats.slow_consumer_closes)
-GETTER(g_http_total, srv->stats.http_requests_total)
-GETTER(g_req_errors, srv->stats.request_errors)
-GETTER(g_proto_closes, srv->stats.protocol_closes)
-GETTER(g_auth_ok, srv->stats.auth_ok)
-GETTER(g_auth_fail, srv->stats.auth_failures)
-GETTER(g_forbidden, srv->stats.forbidden)
-GETTER(g_rate_limited, srv->stats.rate_limited)
-GETTER(g_ip_refused, srv->stats.ip_refused)
-GETTER(g_origin_refused, srv->stats.origin_refused)
-GETTER(g_api_unauth, srv->stats.api_unauthorized)
+GETTER(g_conn_now, fig->nconns)
+GETTER(g_conn_total, fig->stats.connections_total)
+GETTER(g_conn_refused, fig->stats.connections_refused)
+GETTER(g_ws_now, fig->nsessions)
+GETTER(g_ws_total, fig->stats.ws_sessions_total)
+GETTER(g_subs, fig->nsubs)
+GETTER(g_channels, f->nchannels)
+GETTER(g_ev_in, fig->stats.events_published)
+GETTER(g_ev_repl, fig->stats.events_replicated_in)
+GETTER(g_ev_out, fig->stats.events_delivered)
+GETTER(g_ev_replayed, fig->stats.events_replayed)
+GETTER(g_ev_in_rate, fig->stats.events_in_per_s)
+GETTER(g_ev_out_rate, fig->stats.events_out_per_s)
+GETTER(g_pub_refused, fig->stats.publishes_refused)
+GETTER(g_pub_pending, fig->pending_publishes)
+GETTER(g_bytes_in, fig->stats.bytes_in)
+GETTER(g_bytes_out, fig->stats.bytes_out)
+GETTER(g_bytes_in_rate, fig->stats.bytes_in_per_s)
+GETTER(g_bytes_out_rate, fig->stats.bytes_out_per_s)
+GETTER(g_res_ok, fig->stats.resumes_recovered)
+GETTER(g_res_lost, fig->stats.resumes_unrecovered)
+GETTER(g_behind, fig->stats.fell_behind)
+GETTER(g_slow_closed, fig->stats.slow_consumer_closes)
+GETTER(g_http_total, fig->stats.http_requests_total)
+GETTER(g_req_errors, fig->stats.request_errors)
+GETTER(g_proto_closes, fig->stats.protocol_closes)
+GETTER(g_auth_ok, fig->stats.auth_ok)
+GETTER(g_auth_fail, fig->stats.auth_failures)
+GETTER(g_forbidden, fig->stats.forbidden)
+GETTER(g_rate_limited, fig->stats.rate_limited)
+GETTER(g_ip_refused, fig->stats.ip_refused)
+GETTER(g_origin_refused, fig->stats.origin_refused)
+GETTER(g_api_unauth, fig->stats.api_unauthorized)
 GETTER(g_st_used, st->used_bytes)
 GETTER(g_st_map, st->map_size)
 GETTER(g_st_events, st->events_appended)
@@ -94,9 +100,9 @@ GETTER(g_st_kept_bytes, st->kept_bytes)
 GETTER(g_st_trimmed, st->trimmed_events)
 GETTER(g_st_trim_commits, st->trim_commits)
 GETTER(g_st_trim_fail, st->trim_failures)
-GETTER(g_st_commit_rate, srv->stats.store_commits_per_s)
-GETTER(g_st_fsync_rate, srv->stats.store_commits_per_s * 2)
-GETTER(g_st_full, srv->stats.store_full_refusals)
+GETTER(g_st_commit_rate, fig->stats.store_commits_per_s)
+GETTER(g_st_fsync_rate, fig->stats.store_commits_per_s * 2)
+GETTER(g_st_full, fig->stats.store_full_refusals)
 GETTER(g_st_grows, st->map_grows)
 
 static const figure figures[] = {
@@ -217,6 +223,48 @@ static const figure figures[] = {
 };
 #define NFIGURES (sizeof figures / sizeof figures[0])
 
+void tw_figures_add(tw_figures *dst, const tw_figures *src)
+{
+    tw_stats *d = &dst->stats;
+    const tw_stats *s = &src->stats;
+    d->connections_total += s->connections_total;
+    d->connections_refused += s->connections_refused;
+    d->ws_sessions_total += s->ws_sessions_total;
+    d->http_requests_total += s->http_requests_total;
+    d->events_published += s->events_published;
+    d->events_replicated_in += s->events_replicated_in;
+    d->publishes_refused += s->publishes_refused;
+    d->events_delivered += s->events_delivered;
+    d->events_replayed += s->events_replayed;
+    d->bytes_in += s->bytes_in;
+    d->bytes_out += s->bytes_out;
+    d->resumes_recovered += s->resumes_recovered;
+    d->resumes_unrecovered += s->resumes_unrecovered;
+    d->fell_behind += s->fell_behind;
+    d->slow_consumer_closes += s->slow_consumer_closes;
+    d->request_errors += s->request_errors;
+    d->protocol_closes += s->protocol_closes;
+    d->auth_ok += s->auth_ok;
+    d->auth_failures += s->auth_failures;
+    d->forbidden += s->forbidden;
+    d->rate_limited += s->rate_limited;
+    d->ip_refused += s->ip_refused;
+    d->origin_refused += s->origin_refused;
+    d->api_unauthorized += s->api_unauthorized;
+    d->store_full_refusals += s->store_full_refusals;
+    d->events_in_per_s += s->events_in_per_s;
+    d->events_out_per_s += s->events_out_per_s;
+    d->bytes_in_per_s += s->bytes_in_per_s;
+    d->bytes_out_per_s += s->bytes_out_per_s;
+    /* store_commits_per_s: every loop samples the one store; dst's stands. The rest are a
+     * loop's own bookkeeping (previous samples, log-line pacing). */
+    dst->nconns += src->nconns;
+    dst->nsessions += src->nsessions;
+    dst->nsubs += src->nsubs;
+    dst->nchannels += src->nchannels;
+    dst->pending_publishes += src->pending_publishes;
+}
+
 void tw_stats_sample(tw_stats *st, uint64_t now_ms)
 {
     /* Rates over at least a second, however often the tick runs. */
@@ -242,8 +290,181 @@ static int put_number(tw_buf *out, double v, int real)
     return tw_buf_printf(out, "%.0f", v);
 }
 
-static void figure_source(tw_server *srv, tw_store_stats *st, figure_src *f)
+#define MAX_ORIGINS 256
+
+/* /stats "channels_top" (the admin dashboard): the channels with the most subscribers and
+ * those with the most events, from one pass over the channels with subscribers. */
+#define TOP_CHANNELS 10
+
+/* A channel as /stats counts it: one loop's, or every loop's added up (census). */
+typedef struct chan_row {
+    const char *name;
+    size_t len;
+    uint64_t subs, events;
+    struct chan_row *next; /* census hash chain */
+} chan_row;
+
+struct tw_census {
+    pthread_mutex_t mu;
+    chan_row **table;
+    size_t cap, n;
+};
+
+tw_census *tw_census_new(void)
 {
+    tw_census *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->cap = 256;
+    if (!(c->table = calloc(c->cap, sizeof *c->table))) {
+        free(c);
+        return NULL;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    return c;
+}
+
+void tw_census_free(tw_census *c)
+{
+    if (!c) return;
+    for (size_t i = 0; i < c->cap; i++)
+        for (chan_row *r = c->table[i], *next; r; r = next) {
+            next = r->next;
+            free(r);
+        }
+    free(c->table);
+    pthread_mutex_destroy(&c->mu);
+    free(c);
+}
+
+static size_t census_slot(const tw_census *c, const char *name, size_t len)
+{
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)name[i]) * 16777619u;
+    return h & (c->cap - 1);
+}
+
+static int census_grow(tw_census *c)
+{
+    size_t cap = c->cap * 2;
+    chan_row **t = calloc(cap, sizeof *t);
+    if (!t) return -1;
+    chan_row **old = c->table;
+    size_t old_cap = c->cap;
+    c->table = t;
+    c->cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        for (chan_row *r = old[i], *next; r; r = next) {
+            next = r->next;
+            size_t k = census_slot(c, r->name, r->len);
+            r->next = t[k];
+            t[k] = r;
+        }
+    free(old);
+    return 0;
+}
+
+/* The row of one loop's channel: a copy of the name in the same allocation. */
+static int census_put(tw_census *c, const tw_channel *ch)
+{
+    size_t k = census_slot(c, ch->name, ch->len);
+    for (chan_row *r = c->table[k]; r; r = r->next)
+        if (r->len == ch->len && memcmp(r->name, ch->name, ch->len) == 0) {
+            r->subs += ch->nsubs;
+            /* Every loop fans out every event of a channel it has: the same events, counted
+             * from when that loop's first subscriber came. The largest count is the node's. */
+            if (ch->events > r->events) r->events = ch->events;
+            return 0;
+        }
+    if (c->n >= c->cap && census_grow(c) == 0) k = census_slot(c, ch->name, ch->len);
+    chan_row *r = malloc(sizeof *r + ch->len);
+    if (!r) return -1;
+    memcpy((char *)(r + 1), ch->name, ch->len);
+    *r = (chan_row){(const char *)(r + 1), ch->len, ch->nsubs, ch->events, c->table[k]};
+    c->table[k] = r;
+    c->n++;
+    return 0;
+}
+
+int tw_census_add(tw_census *c, const tw_server *srv)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < srv->chan_cap && rc == 0; i++)
+        for (const tw_channel *ch = srv->chan_table[i]; ch && rc == 0; ch = ch->hnext)
+            rc = census_put(c, ch);
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+static uint64_t top_score(const chan_row *ch, int by_events)
+{
+    return by_events ? ch->events : ch->subs;
+}
+
+/* Keeps top[0..*n) sorted by score, best first, at most TOP_CHANNELS long. */
+static void top_insert(chan_row *top, size_t *n, const chan_row *ch, int by_events)
+{
+    uint64_t v = top_score(ch, by_events);
+    size_t i = *n;
+    if (i == TOP_CHANNELS) {
+        if (top_score(&top[i - 1], by_events) >= v) return;
+        i--;
+    } else {
+        (*n)++;
+    }
+    while (i > 0 && top_score(&top[i - 1], by_events) < v) {
+        top[i] = top[i - 1];
+        i--;
+    }
+    top[i] = *ch;
+}
+
+static void top_add(chan_row *by_subs, size_t *ns, chan_row *by_events, size_t *ne,
+                    const chan_row *row)
+{
+    top_insert(by_subs, ns, row, 0);
+    top_insert(by_events, ne, row, 1);
+}
+
+static int render_channels_top(const tw_server *srv, const tw_census *census, tw_buf *out)
+{
+    chan_row by_subs[TOP_CHANNELS], by_events[TOP_CHANNELS];
+    size_t ns = 0, ne = 0;
+    if (census) {
+        for (size_t i = 0; i < census->cap; i++)
+            for (const chan_row *r = census->table[i]; r; r = r->next)
+                top_add(by_subs, &ns, by_events, &ne, r);
+    } else {
+        for (size_t i = 0; i < srv->chan_cap; i++)
+            for (const tw_channel *ch = srv->chan_table[i]; ch; ch = ch->hnext) {
+                chan_row r = {ch->name, ch->len, ch->nsubs, ch->events, NULL};
+                top_add(by_subs, &ns, by_events, &ne, &r);
+            }
+    }
+    int rc = tw_buf_append_str(out, ",\"channels_top\":[");
+    size_t written = 0;
+    for (size_t i = 0; i < ns + ne; i++) {
+        const chan_row *ch = i < ns ? &by_subs[i] : &by_events[i - ns];
+        int dup = 0;
+        for (size_t j = 0; i >= ns && j < ns && !dup; j++)
+            dup = by_subs[j].name == ch->name;
+        if (dup) continue;
+        rc |= tw_buf_append_str(out, written++ ? ",{\"channel\":" : "{\"channel\":");
+        rc |= tw_buf_append_json_string(out, ch->name, ch->len);
+        rc |= tw_buf_printf(out, ",\"subscribers\":%" PRIu64 ",\"events\":%" PRIu64 "}", ch->subs,
+                            ch->events);
+    }
+    rc |= tw_buf_putc(out, ']');
+    return rc;
+}
+
+static void figure_source(tw_server *srv, const tw_census *census, tw_store_stats *st,
+                          tw_figures *fig, figure_src *f)
+{
+    tw_server_figures(srv, fig, NULL);
+    f->fig = fig;
+    f->nchannels = census ? census->n : srv->nchannels;
     tw_store_get_stats(srv->store, st);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -253,67 +474,44 @@ static void figure_source(tw_server *srv, tw_store_stats *st, figure_src *f)
     f->uptime_s = (now - srv->started_ms) / 1000;
 }
 
-#define MAX_ORIGINS 256
+/* Each loop's share (--threads): how evenly the kernel spread the clients. */
+#define MAX_LOOPS 64
 
-/* /stats "channels_top" (the admin dashboard): the channels with the most subscribers and
- * those with the most events, from one pass over the table of channels with subscribers. */
-#define TOP_CHANNELS 10
-
-static uint64_t top_score(const tw_channel *ch, int by_events)
+static int render_loops_json(tw_server *srv, tw_buf *out)
 {
-    return by_events ? ch->events : (uint64_t)ch->nsubs;
-}
-
-/* Keeps top[0..*n) sorted by score, best first, at most TOP_CHANNELS long. */
-static void top_insert(const tw_channel **top, size_t *n, const tw_channel *ch, int by_events)
-{
-    uint64_t v = top_score(ch, by_events);
-    size_t i = *n;
-    if (i == TOP_CHANNELS) {
-        if (top_score(top[i - 1], by_events) >= v) return;
-        i--;
-    } else {
-        (*n)++;
-    }
-    while (i > 0 && top_score(top[i - 1], by_events) < v) {
-        top[i] = top[i - 1];
-        i--;
-    }
-    top[i] = ch;
-}
-
-static int render_channels_top(const tw_server *srv, tw_buf *out)
-{
-    const tw_channel *by_subs[TOP_CHANNELS], *by_events[TOP_CHANNELS];
-    size_t ns = 0, ne = 0;
-    for (size_t i = 0; i < srv->chan_cap; i++) {
-        for (const tw_channel *ch = srv->chan_table[i]; ch; ch = ch->hnext) {
-            top_insert(by_subs, &ns, ch, 0);
-            top_insert(by_events, &ne, ch, 1);
-        }
-    }
-    int rc = tw_buf_append_str(out, ",\"channels_top\":[");
-    size_t written = 0;
-    for (size_t i = 0; i < ns + ne; i++) {
-        const tw_channel *ch = i < ns ? by_subs[i] : by_events[i - ns];
-        int dup = 0;
-        for (size_t j = 0; i >= ns && j < ns && !dup; j++)
-            dup = by_subs[j] == ch;
-        if (dup) continue;
-        rc |= tw_buf_append_str(out, written++ ? ",{\"channel\":" : "{\"channel\":");
-        rc |= tw_buf_append_json_string(out, ch->name, ch->len);
-        rc |= tw_buf_printf(out, ",\"subscribers\":%zu,\"events\":%" PRIu64 "}", ch->nsubs,
-                            ch->events);
-    }
+    tw_figures sum, per[MAX_LOOPS];
+    size_t n = srv->node->nloops;
+    tw_server_figures(srv, &sum, per);
+    int rc = tw_buf_append_str(out, ",\"loops\":[");
+    for (size_t i = 0; i < n; i++)
+        rc |= tw_buf_printf(out,
+                            "%s{\"connections\":%" PRIu64 ",\"websocket_sessions\":%" PRIu64
+                            ",\"subscriptions\":%" PRIu64 ",\"events_out\":%" PRIu64 "}",
+                            i ? "," : "", per[i].nconns, per[i].nsessions, per[i].nsubs,
+                            per[i].stats.events_delivered);
     rc |= tw_buf_putc(out, ']');
     return rc;
 }
 
-int tw_stats_render_json(tw_server *srv, tw_buf *out)
+static int render_loops_prometheus(tw_server *srv, tw_buf *out)
+{
+    tw_figures sum, per[MAX_LOOPS];
+    size_t n = srv->node->nloops;
+    tw_server_figures(srv, &sum, per);
+    int rc = tw_buf_append_str(out, "# HELP tidewire_loop_connections Client connections now, "
+                                    "per event loop\n# TYPE tidewire_loop_connections gauge\n");
+    for (size_t i = 0; i < n; i++)
+        rc |= tw_buf_printf(out, "tidewire_loop_connections{loop=\"%zu\"} %" PRIu64 "\n", i,
+                            per[i].nconns);
+    return rc;
+}
+
+int tw_stats_render_json(tw_server *srv, const tw_census *census, tw_buf *out)
 {
     tw_store_stats st;
+    tw_figures fig;
     figure_src src;
-    figure_source(srv, &st, &src);
+    figure_source(srv, census, &st, &fig, &src);
     int rc = tw_buf_printf(out, "{\"node\":\"%s\",\"version\":\"%s\"", srv->origin, TW_VERSION);
     const char *group = NULL;
     for (size_t i = 0; i < NFIGURES && !rc; i++) {
@@ -346,18 +544,20 @@ int tw_stats_render_json(tw_server *srv, tw_buf *out)
                             i ? "," : "", info[i].origin, info[i].first_seq, info[i].last_seq,
                             info[i].kept);
     rc |= tw_buf_append_str(out, "]}");
-    rc |= render_channels_top(srv, out);
+    rc |= render_channels_top(srv, census, out);
+    rc |= render_loops_json(srv, out);
     rc |= tw_buf_putc(out, ',');
     rc |= tw_cluster_render_json(srv, out);
     rc |= tw_buf_append_str(out, "}\n");
     return rc ? -1 : 0;
 }
 
-int tw_stats_render_prometheus(tw_server *srv, tw_buf *out)
+int tw_stats_render_prometheus(tw_server *srv, const tw_census *census, tw_buf *out)
 {
     tw_store_stats st;
+    tw_figures fig;
     figure_src src;
-    figure_source(srv, &st, &src);
+    figure_source(srv, census, &st, &fig, &src);
     int rc = tw_buf_printf(out,
                            "# HELP tidewire_info Node identity\n# TYPE tidewire_info gauge\n"
                            "tidewire_info{node=\"%s\",version=\"%s\"} 1\n",
@@ -401,6 +601,7 @@ int tw_stats_render_prometheus(tw_server *srv, tw_buf *out)
     for (size_t i = 0; i < n && i < MAX_ORIGINS; i++)
         rc |= tw_buf_printf(out, "tidewire_store_origin_events_kept{origin=\"%s\"} %" PRIu64 "\n",
                             info[i].origin, info[i].kept);
+    rc |= render_loops_prometheus(srv, out);
     rc |= tw_cluster_render_prometheus(srv, out);
     return rc ? -1 : 0;
 }

@@ -2,7 +2,8 @@
  * stats.h — the node's counters, and /stats (JSON) and /metrics (Prometheus text) rendered
  * from one descriptor table (stats.c), so the two can never disagree.
  *
- * Loop thread only; the store's own counters are read with tw_store_get_stats().
+ * Loop thread only (tw_figures copies cross loops under the node's lock); the store's own
+ * counters are read with tw_store_get_stats().
  */
 #ifndef TW_STATS_H
 #define TW_STATS_H
@@ -49,15 +50,40 @@ typedef struct tw_stats {
     uint64_t prev_sample_ms;
 } tw_stats;
 
+/* One loop's figures: its counters and what it holds now. Several loops (--threads) add
+ * theirs up for /stats. */
+typedef struct tw_figures {
+    tw_stats stats;
+    uint64_t nconns, nsessions, nsubs, nchannels, pending_publishes;
+} tw_figures;
+
+/* Adds src's counters and gauges to dst. The store's sampled rate is the node's, not a
+ * loop's: dst keeps its own. */
+void tw_figures_add(tw_figures *dst, const tw_figures *src);
+
 struct tw_server;
 
 /* Updates the per-second rates; now_ms is loop time. */
 void tw_stats_sample(tw_stats *st, uint64_t now_ms);
 
-/* Appends the /stats JSON document. */
-int tw_stats_render_json(struct tw_server *srv, tw_buf *out);
+/* The channels of every loop of a node (--threads), added up for /stats: a channel's
+ * subscribers summed over the loops, its events counted once. NULL census: one loop. */
+typedef struct tw_census tw_census;
+
+/* A new empty census, or NULL on ENOMEM. */
+tw_census *tw_census_new(void);
+
+/* Adds the channels of srv's loop; called on that loop's thread, loops concurrently (locks
+ * inside). 0, or -1 when out of memory (the census then misses channels). */
+int tw_census_add(tw_census *c, const struct tw_server *srv);
+
+/* Frees it; NULL is fine. */
+void tw_census_free(tw_census *c);
+
+/* Appends the /stats JSON document. census: every loop's channels (NULL with one loop). */
+int tw_stats_render_json(struct tw_server *srv, const tw_census *census, tw_buf *out);
 
 /* Appends the /metrics Prometheus text exposition (version 0.0.4). */
-int tw_stats_render_prometheus(struct tw_server *srv, tw_buf *out);
+int tw_stats_render_prometheus(struct tw_server *srv, const tw_census *census, tw_buf *out);
 
 #endif /* TW_STATS_H */

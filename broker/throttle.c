@@ -2,6 +2,7 @@
 #include "throttle.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,6 +34,7 @@ struct tw_ip {
 };
 
 struct tw_iplimits {
+    pthread_mutex_t mu; /* the loops of a node (--threads) share one table */
     int64_t max_conns, new_per_s;
     size_t n;
     uint32_t seed;
@@ -43,6 +45,7 @@ tw_iplimits *tw_iplimits_new(int64_t max_conns, int64_t new_per_s)
 {
     tw_iplimits *l = calloc(1, sizeof *l);
     if (!l) return NULL;
+    pthread_mutex_init(&l->mu, NULL);
     l->max_conns = max_conns;
     l->new_per_s = new_per_s;
     /* A per-process seed: a client cannot choose addresses that pile into one chain. */
@@ -58,6 +61,7 @@ void tw_iplimits_free(tw_iplimits *l)
             next = e->next;
             free(e);
         }
+    pthread_mutex_destroy(&l->mu);
     free(l);
 }
 
@@ -80,7 +84,7 @@ static uint32_t hash(const tw_iplimits *l, const uint8_t k[16])
     return h % NBUCKETS;
 }
 
-int tw_iplimits_admit(tw_iplimits *l, const struct sockaddr *addr, uint64_t now_ms, tw_ip **out)
+static int admit(tw_iplimits *l, const struct sockaddr *addr, uint64_t now_ms, tw_ip **out)
 {
     uint8_t k[16];
     key_of(addr, k);
@@ -109,15 +113,26 @@ int tw_iplimits_admit(tw_iplimits *l, const struct sockaddr *addr, uint64_t now_
     return TW_IP_OK;
 }
 
+int tw_iplimits_admit(tw_iplimits *l, const struct sockaddr *addr, uint64_t now_ms, tw_ip **out)
+{
+    pthread_mutex_lock(&l->mu);
+    int rc = admit(l, addr, now_ms, out);
+    pthread_mutex_unlock(&l->mu);
+    return rc;
+}
+
 void tw_iplimits_release(tw_iplimits *l, tw_ip *ip)
 {
-    (void)l;
-    if (ip && ip->conns) ip->conns--;
+    if (!ip) return;
+    pthread_mutex_lock(&l->mu);
+    if (ip->conns) ip->conns--;
+    pthread_mutex_unlock(&l->mu);
 }
 
 void tw_iplimits_sweep(tw_iplimits *l, uint64_t now_ms)
 {
     double burst = (double)l->new_per_s;
+    pthread_mutex_lock(&l->mu);
     for (size_t i = 0; i < NBUCKETS; i++)
         for (tw_ip **pp = &l->table[i]; *pp;) {
             tw_ip *e = *pp;
@@ -133,9 +148,13 @@ void tw_iplimits_sweep(tw_iplimits *l, uint64_t now_ms)
                 pp = &e->next;
             }
         }
+    pthread_mutex_unlock(&l->mu);
 }
 
-size_t tw_iplimits_size(const tw_iplimits *l)
+size_t tw_iplimits_size(tw_iplimits *l)
 {
-    return l->n;
+    pthread_mutex_lock(&l->mu);
+    size_t n = l->n;
+    pthread_mutex_unlock(&l->mu);
+    return n;
 }

@@ -25,7 +25,8 @@ void tw_bucket_init(tw_bucket *b, double burst, uint64_t now_ms);
  * bucket is empty (the caller refuses; nothing is taken). */
 int tw_bucket_take(tw_bucket *b, double rate, double burst, uint64_t now_ms);
 
-/* Per-IP bookkeeping. Each connection holds its address's entry from admit to release. */
+/* Per-IP bookkeeping. Each connection holds its address's entry from admit to release.
+ * One table serves every loop of a node: these functions take its lock, any thread. */
 typedef struct tw_iplimits tw_iplimits;
 typedef struct tw_ip tw_ip;
 
@@ -53,6 +54,6 @@ void tw_iplimits_release(tw_iplimits *l, tw_ip *ip);
 void tw_iplimits_sweep(tw_iplimits *l, uint64_t now_ms);
 
 /* Entries in the table (tests, /stats). */
-size_t tw_iplimits_size(const tw_iplimits *l);
+size_t tw_iplimits_size(tw_iplimits *l);
 
 #endif /* TW_THROTTLE_H */
