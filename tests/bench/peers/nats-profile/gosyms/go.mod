@@ -1,0 +1,2 @@
+module gosyms
+go 1.19
