@@ -418,6 +418,11 @@ static void bus_follow(tw_server *srv)
                         "loop %u: out of memory making events: its subscribers "
                         "read them from the log",
                         srv->loop_no);
+            else
+                tw_debug("bus-gap",
+                         "loop %u: retention trimmed events before this loop read "
+                         "them: its subscribers read the log",
+                         srv->loop_no);
             all_fall_behind(srv);
         }
         for (size_t i = 0; i < b.n; i++) {
