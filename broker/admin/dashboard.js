@@ -329,6 +329,11 @@ function render(s, now) {
       ['closed for rate (4129)', num(sec.rate_limited)]
     );
   }
+  const loops = s.loops || [];
+  if (loops.length > 1) {
+    // --threads: how the kernel spread the clients over the event loops.
+    misc.push([`connections per event loop (${loops.length})`, loops.map((l) => num(l.connections)).join(' / ')]);
+  }
   rows($('misc').tBodies[0], misc);
 
   prev = { t: now, stats: s };

@@ -169,3 +169,34 @@ test('with --admin-key: the page asks for the key, then shows the figures', asyn
     await keyed.cleanup();
   }
 });
+
+test('with --threads 2: the page shows how the clients are spread over the loops', async () => {
+  const threaded = new TidewireNode('dashboard-threads', ['--threads', '2']);
+  await threaded.start();
+  const sockets = [];
+  try {
+    /* 16 clients: the kernel leaves a loop without one with odds of 2 in 65,536. */
+    for (let i = 0; i < 16; i++) {
+      const ws = new WebSocket(threaded.url);
+      sockets.push(ws);
+      await new Promise((resolve, reject) => ws.once('open', resolve).once('error', reject));
+    }
+    const page = await browser.newPage();
+    const errors = watchErrors(page);
+    await page.goto(`${threaded.http}/admin`);
+    await page.waitForFunction(() => Number(document.body.dataset.samples || 0) >= 2);
+    const misc = await page.$$eval('#misc tbody tr', (trs) => trs.map((tr) => [...tr.cells].map((td) => td.textContent)));
+    const row = misc.find((r) => r[0] === 'connections per event loop (2)');
+    assert.ok(row, JSON.stringify(misc));
+    const counts = row[1].split(' / ').map(Number);
+    assert.equal(counts.length, 2);
+    assert.ok(counts.every((n) => n > 0), row[1]);
+    /* The page's own /stats requests are connections too. */
+    assert.ok(counts[0] + counts[1] >= 16, row[1]);
+    assert.deepEqual(errors, []);
+    await page.close();
+  } finally {
+    for (const ws of sockets) ws.close();
+    await threaded.cleanup();
+  }
+});
