@@ -483,10 +483,8 @@ int tw_server_post(tw_server *to, tw_post_fn fn, void *arg)
     m->arg = arg;
     m->next = NULL;
     pthread_mutex_lock(&to->inbox_mu);
-    if (to->inbox_tail)
-        to->inbox_tail->next = m;
-    else
-        to->inbox_head = m;
+    if (to->inbox_tail) to->inbox_tail->next = m;
+    else to->inbox_head = m;
     to->inbox_tail = m;
     pthread_mutex_unlock(&to->inbox_mu);
     uv_async_send(&to->inbox_async);
