@@ -778,9 +778,9 @@ static int listen_addr(const char *flag, const char *hostport, struct sockaddr_s
     return 0;
 }
 
-/* A listening socket of its own for one loop of several: SO_REUSEPORT lets every loop bind
- * the same address, and the kernel spreads new connections across them. */
-static int bind_shared(uv_tcp_t *listener, const struct sockaddr *addr)
+/* A socket bound to addr with SO_REUSEADDR (and SO_REUSEPORT when `shared`), or a libuv
+ * error code (negative). */
+static int bound_socket(const struct sockaddr *addr, int shared)
 {
     socklen_t len =
         addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
@@ -788,12 +788,33 @@ static int bind_shared(uv_tcp_t *listener, const struct sockaddr *addr)
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) return uv_translate_sys_error(errno);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0 ||
+        (shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) ||
         bind(fd, addr, len) != 0) {
         int rc = uv_translate_sys_error(errno);
         close(fd);
         return rc;
     }
+    return fd;
+}
+
+/*
+ * A listening socket of its own for one loop of several: SO_REUSEPORT lets every loop bind
+ * the same address, and the kernel spreads new connections across them. It would also let
+ * another process of the same user share the port (a second node started on it by
+ * mistake, taking half its clients): the first loop first binds without SO_REUSEPORT, which
+ * fails like a single loop's bind when anything holds the port.
+ */
+static int bind_shared(uv_tcp_t *listener, const struct sockaddr *addr, int first)
+{
+    int port = addr->sa_family == AF_INET6 ? ((const struct sockaddr_in6 *)addr)->sin6_port
+                                           : ((const struct sockaddr_in *)addr)->sin_port;
+    if (first && port != 0) {
+        int probe = bound_socket(addr, 0);
+        if (probe < 0) return probe;
+        close(probe);
+    }
+    int fd = bound_socket(addr, 1);
+    if (fd < 0) return fd;
     int rc = uv_tcp_open(listener, fd);
     if (rc != 0) close(fd);
     return rc;
@@ -809,8 +830,9 @@ static int listen_on_handle(tw_server *srv, uv_tcp_t *listener, const char *flag
 {
     uv_tcp_init(srv->loop, listener);
     listener->data = srv;
-    int rc = srv->node->nloops == 1 ? uv_tcp_bind(listener, (const struct sockaddr *)addr, 0)
-                                    : bind_shared(listener, (const struct sockaddr *)addr);
+    int rc = srv->node->nloops == 1
+                 ? uv_tcp_bind(listener, (const struct sockaddr *)addr, 0)
+                 : bind_shared(listener, (const struct sockaddr *)addr, srv->loop_no == 0);
     if (rc == 0) rc = uv_listen((uv_stream_t *)listener, 4096, tw_conn_on_accept);
     if (rc != 0) {
         tw_error("listen", "cannot listen on %s: %s", hostport, uv_strerror(rc));

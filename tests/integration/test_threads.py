@@ -364,3 +364,18 @@ def test_retention_racing_the_loops_never_skips_silently(node_factory):
 
     closed = run(main())
     print(f"closed with 4208: {closed} of {CLIENTS}; bus gaps: {node.read_log().count('bus-gap')}")
+
+
+def test_a_second_node_on_the_port_is_refused(node_factory):
+    """SO_REUSEPORT would let a second process of the same user share the port and take
+    half the clients; a node of several loops checks the port is free first."""
+    first = node_factory("--threads", str(LOOPS)).start()
+    for args in (("--threads", str(LOOPS)), ()):
+        second = node_factory(*args)
+        second.port = first.port
+        second.start_async()
+        assert second.proc.wait(20) != 0
+        assert "cannot listen on" in second.read_log()
+        second.proc = None  # its exit status was the point
+    status, _ = first.get("/readyz")
+    assert status == 200
