@@ -4,6 +4,7 @@
  * described in store_int.h.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -511,6 +512,8 @@ void tw_store_close(tw_store *s)
     pthread_cond_signal(&s->q_cv);
     pthread_mutex_unlock(&s->q_mu);
     if (s->writer_started) pthread_join(s->writer, NULL);
+    while (s->submitters) /* a racing submit between its unlock and its signal */
+        sched_yield();
     mdb_env_close(s->env);
     free_store(s);
 }

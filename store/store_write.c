@@ -63,6 +63,7 @@ int tw_store_submit(tw_store *s, tw_store_append *list)
 {
     tw_store_append *a, *tail = NULL;
     size_t bytes = 0;
+    int wake;
 
     if (!s) return TW_STORE_EINVAL;
     if (!list) return 0;
@@ -74,9 +75,11 @@ int tw_store_submit(tw_store *s, tw_store_append *list)
         tail = a;
     }
 
+    s->submitters++;
     pthread_mutex_lock(&s->q_mu);
     if (s->closing) {
         pthread_mutex_unlock(&s->q_mu);
+        s->submitters--;
         return TW_STORE_ECLOSED;
     }
     /* An empty queue admits any list, so a list larger than the bound is delayed, never
@@ -85,6 +88,7 @@ int tw_store_submit(tw_store *s, tw_store_append *list)
         (s->q_bytes >= s->max_queue_bytes || bytes > s->max_queue_bytes - s->q_bytes)) {
         s->refused_busy++;
         pthread_mutex_unlock(&s->q_mu);
+        s->submitters--;
         return TW_STORE_EBUSY;
     }
     /* The requests are the store's from here: only now write into them. */
@@ -98,8 +102,11 @@ int tw_store_submit(tw_store *s, tw_store_append *list)
         s->q_head = list;
     s->q_tail = tail;
     s->q_bytes += bytes;
-    pthread_cond_signal(&s->q_cv);
+    wake = s->writer_idle;
+    s->writer_idle = 0; /* one signal is enough: the writer takes the whole queue */
     pthread_mutex_unlock(&s->q_mu);
+    if (wake) pthread_cond_signal(&s->q_cv);
+    s->submitters--;
     return 0;
 }
 
@@ -1276,6 +1283,7 @@ void *tw_store__writer_main(void *arg)
             trim_due = s->retention_on && !s->closing &&
                        (s->trim_kick || trim_more || mono_us() >= next_trim_us);
             if (s->q_head || s->closing || trim_due) break;
+            s->writer_idle = 1;
             if (s->retention_on) {
                 struct timespec ts;
                 uint64_t now = mono_us();
@@ -1284,6 +1292,7 @@ void *tw_store__writer_main(void *arg)
             } else {
                 pthread_cond_wait(&s->q_cv, &s->q_mu);
             }
+            s->writer_idle = 0;
         }
         if (!s->q_head && s->closing) {
             /* Closing and drained: everything submitted has been reported. */
