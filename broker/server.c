@@ -97,11 +97,11 @@ static void on_commit(void *arg, tw_store_append *done)
             p->next = NULL;
         }
         pthread_mutex_unlock(&srv->commit_mu);
-        if (node->nloops == 1) uv_async_send(&srv->commit_async);
+        if (node->nloops == 1) tw_bell_ring(&srv->commit_bell);
     }
     if (node->nloops > 1)
         for (size_t i = 0; i < node->nloops; i++)
-            uv_async_send(&node->loops[i]->commit_async);
+            tw_bell_ring(&node->loops[i]->commit_bell);
 }
 
 /* Spare records kept for reuse; beyond this many, freed ones go back to malloc. */
@@ -451,10 +451,10 @@ static tw_publish *take_commits(tw_server *srv)
     return list;
 }
 
-static void on_commit_async(uv_async_t *a)
+static void on_commit_bell(tw_bell *b)
 {
-    tw_server *srv = a->data;
-    /* uv_async_send coalesces: take everything queued since the last wakeup. Taken before
+    tw_server *srv = b->data;
+    /* Rings coalesce: take everything queued since the last wakeup. Taken before
      * the log is read, so the read sees every commit whose completion is on the list. */
     tw_publish *list = take_commits(srv);
     uint64_t before = srv->local_committed_seq;
@@ -487,7 +487,7 @@ int tw_server_post(tw_server *to, tw_post_fn fn, void *arg)
     else to->inbox_head = m;
     to->inbox_tail = m;
     pthread_mutex_unlock(&to->inbox_mu);
-    uv_async_send(&to->inbox_async);
+    tw_bell_ring(&to->inbox_bell);
     return 0;
 }
 
@@ -504,9 +504,9 @@ static void run_inbox(tw_server *srv)
     }
 }
 
-static void on_inbox_async(uv_async_t *a)
+static void on_inbox_bell(tw_bell *b)
 {
-    run_inbox(a->data);
+    run_inbox(b->data);
 }
 
 /* Posts fn to every loop but `srv` (arg shared: fn must not free it). Logs a loop it could
@@ -1015,10 +1015,13 @@ static int loop_init(tw_node *node, unsigned no)
     pthread_mutex_init(&srv->commit_mu, NULL);
     pthread_mutex_init(&srv->inbox_mu, NULL);
 
-    uv_async_init(loop, &srv->commit_async, on_commit_async);
-    srv->commit_async.data = srv;
-    uv_async_init(loop, &srv->inbox_async, on_inbox_async);
-    srv->inbox_async.data = srv;
+    srv->commit_bell.data = srv->inbox_bell.data = srv;
+    int rc;
+    if ((rc = tw_bell_init(loop, &srv->commit_bell, on_commit_bell)) != 0 ||
+        (rc = tw_bell_init(loop, &srv->inbox_bell, on_inbox_bell)) != 0) {
+        tw_error("loop", "cannot make the loop's wake-up eventfds: %s", uv_strerror(rc));
+        return -1;
+    }
     uv_check_init(loop, &srv->turn_check);
     srv->turn_check.data = srv;
     uv_check_start(&srv->turn_check, on_turn);
@@ -1076,6 +1079,8 @@ static void loop_free(tw_server *srv)
 {
     if (!srv) return;
     uv_loop_t *loop = srv->loop;
+    tw_bell_close(&srv->commit_bell);
+    tw_bell_close(&srv->inbox_bell);
     uv_walk(loop, close_any, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     tw_cluster_drop_held(srv);

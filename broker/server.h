@@ -27,6 +27,7 @@
 #include <uv.h>
 
 #include "auth.h"
+#include "bell.h"
 #include "config.h"
 #include "event.h"
 #include "http.h"
@@ -357,10 +358,10 @@ struct tw_server {
     uint64_t drain_deadline_ms;
 
     uv_tcp_t listener;
-    uv_async_t inbox_async; /* tw_server_post: functions from other threads */
+    tw_bell inbox_bell; /* tw_server_post: functions from other threads */
     pthread_mutex_t inbox_mu;
     tw_post *inbox_head, *inbox_tail;
-    uv_async_t commit_async;
+    tw_bell commit_bell; /* the writer's completions (and, with several loops, commits) */
     pthread_mutex_t commit_mu;
     tw_publish *commit_head, *commit_tail; /* completions from the writer thread */
     uv_check_t turn_check;  /* end of each loop turn: catch-up reads, then writes */

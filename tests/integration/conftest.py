@@ -23,10 +23,19 @@ CLI = os.environ.get("TIDEWIRE_CLI", os.path.join(os.path.dirname(__file__), "..
 TMP = os.environ.get("TW_TEST_TMP", tempfile.gettempdir())
 
 
+_ports_given = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on now, and never one given before in this run: a node's HTTP
+    port and a cluster port picked a moment apart must not be the same one."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
 
 
 class Node:
