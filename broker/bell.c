@@ -12,12 +12,14 @@ static void on_readable(uv_poll_t *h, int status, int events)
     (void)events;
     tw_bell *b = h->data;
     if (status < 0) return;
-    /* Cleared before the read: a ring after this point writes again and wakes the loop
-     * again, so nothing rung after the callback has looked is left waiting. */
-    atomic_store(&b->rung, 0);
+    /* Drain, then clear, then look. Cleared after the read: a ring whose write the read
+     * drained must not leave `rung` set with nothing in the eventfd (every later ring would
+     * then skip its write, and the loop would never wake again). A ring after the clear
+     * writes again; one before it handed its work over before the callback looks. */
     uint64_t n;
     while (read(b->fd, &n, sizeof n) < 0 && errno == EINTR) {
     }
+    atomic_store(&b->rung, 0);
     b->cb(b);
 }
 

@@ -22,7 +22,7 @@ typedef void (*tw_bell_cb)(tw_bell *b);
 struct tw_bell {
     uv_poll_t poll; /* poll.data is the bell's */
     int fd;
-    _Atomic int rung; /* set by a ring, cleared by the loop before it reads the eventfd */
+    _Atomic int rung; /* set by a ring, cleared by the loop after it drains the eventfd */
     tw_bell_cb cb;
     void *data; /* the owner's */
 };

@@ -37,7 +37,7 @@ struct peer_presence {
 
 struct tw_cluster {
     tw_gossip *g;
-    uv_async_t async; /* quorum and membership news from the gossip thread */
+    tw_bell bell; /* quorum and membership news from the gossip thread */
     pthread_mutex_t mu;
     uint64_t quorum_seq;  /* under mu */
     uint64_t quorum_told; /* loop 0: the quorum_seq last posted to the other loops */
@@ -128,7 +128,7 @@ static void on_quorum(void *arg, uint64_t seq)
     pthread_mutex_lock(&cl->mu);
     if (seq > cl->quorum_seq) cl->quorum_seq = seq;
     pthread_mutex_unlock(&cl->mu);
-    uv_async_send(&cl->async);
+    tw_bell_ring(&cl->bell);
 }
 
 static void on_app(void *arg, const char *from, const void *data, size_t len)
@@ -147,7 +147,7 @@ static void on_app(void *arg, const char *from, const void *data, size_t len)
     else cl->in_head = a;
     cl->in_tail = a;
     pthread_mutex_unlock(&cl->mu);
-    uv_async_send(&cl->async);
+    tw_bell_ring(&cl->bell);
 }
 
 static void on_members(void *arg)
@@ -157,7 +157,7 @@ static void on_members(void *arg)
     pthread_mutex_lock(&cl->mu);
     cl->members_changed = 1;
     pthread_mutex_unlock(&cl->mu);
-    uv_async_send(&cl->async);
+    tw_bell_ring(&cl->bell);
 }
 
 /* ---- Loop thread ------------------------------------------------------------------- */
@@ -436,9 +436,9 @@ static void log_member_changes(tw_server *srv)
     }
 }
 
-static void on_async(uv_async_t *a)
+static void on_bell(tw_bell *b)
 {
-    tw_server *srv = a->data;
+    tw_server *srv = b->data;
     tw_cluster *cl = srv->cluster;
     pthread_mutex_lock(&cl->mu);
     uint64_t q = cl->quorum_seq;
@@ -491,10 +491,15 @@ int tw_cluster_start(tw_server *srv)
     }
     tw_cluster *cl = calloc(1, sizeof *cl);
     if (!cl) return -1;
+    cl->bell.fd = -1; /* not open yet */
     srv->cluster = cl;
     pthread_mutex_init(&cl->mu, NULL);
-    uv_async_init(srv->loop, &cl->async, on_async);
-    cl->async.data = srv;
+    cl->bell.data = srv;
+    int brc = tw_bell_init(srv->loop, &cl->bell, on_bell);
+    if (brc != 0) {
+        tw_error("cluster", "cannot make the cluster's wake-up eventfd: %s", uv_strerror(brc));
+        return -1;
+    }
     if (split_seeds(cl, cfg->peers) != 0) return -1;
 
     tw_store_origin_info applied[256];
@@ -538,7 +543,9 @@ int tw_cluster_start(tw_server *srv)
 void tw_cluster_stop(tw_server *srv, uint32_t timeout_ms)
 {
     tw_cluster *cl = srv->cluster;
-    if (!cl || !cl->g) return;
+    if (!cl) return;
+    tw_bell_close(&cl->bell); /* closed with the loop's handles; the eventfd with it */
+    if (!cl->g) return;
     int rc = tw_gossip_stop(cl->g, timeout_ms);
     cl->g = NULL;
     if (rc == 0) tw_info("cluster", "left the cluster: every peer has this node's events");

@@ -1084,7 +1084,7 @@ static void loop_free(tw_server *srv)
     uv_walk(loop, close_any, NULL);
     uv_run(loop, UV_RUN_DEFAULT);
     tw_cluster_drop_held(srv);
-    if (srv->loop_no == 0) tw_cluster_free(srv); /* after its async handle closed */
+    if (srv->loop_no == 0) tw_cluster_free(srv); /* after its bell closed */
     tw_conn_resume_reads(srv); /* every connection is closed: this drops the last references */
     if (uv_loop_close(loop) != 0) tw_warn("shutdown", "an event loop did not close cleanly");
     free(loop);

@@ -2,7 +2,7 @@
  * server.h — the node: libuv loops (one, or `--threads` of them) that each own their
  * connections, sessions, channels and subscriptions, plus the store's writer thread, which
  * hands committed batches back to the loop that submitted them through a mutex-protected
- * list and a uv_async (coalescing: the loop drains all).
+ * list and the loop's bell (bell.h: an eventfd; rings coalesce, the loop drains all).
  *
  * With several loops each accepts its own clients (one listening socket per loop,
  * SO_REUSEPORT: the kernel spreads connections). A loop learns of every event committed,
