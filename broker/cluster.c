@@ -617,10 +617,8 @@ int tw_cluster_hold_ack(tw_server *srv, tw_publish *p)
     tw_cluster *cl = srv->cluster;
     if (!quorum_mode(srv)) return -1;
     p->next = NULL;
-    if (srv->held_tail)
-        srv->held_tail->next = p;
-    else
-        srv->held_head = p;
+    if (srv->held_tail) srv->held_tail->next = p;
+    else srv->held_head = p;
     srv->held_tail = p;
     cl->nheld++;
     release_acks(srv, quorum_seq(cl));
