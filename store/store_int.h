@@ -247,6 +247,24 @@ int tw_store__map_err(int rc);
 /* Decodes a log record; returns 0 or TW_STORE_ECORRUPT (never reads past v). */
 int tw_store__decode(const MDB_val *v, struct tw_store__rec *out);
 
+/* The event a reader passes to its callback: a decoded record with its origin id and lsn
+ * (pointers into the snapshot, as the record's). */
+static inline tw_store_event tw_store__event_of(const struct tw_store__rec *rec, const char *origin,
+                                                uint64_t lsn)
+{
+    return (tw_store_event){
+        .origin = origin,
+        .seq = rec->seq,
+        .lsn = lsn,
+        .ts_ms = rec->ts_ms,
+        .channel = rec->channel,
+        .channel_len = rec->channel_len,
+        .data = rec->data,
+        .data_len = rec->data_len,
+        .encoding = rec->encoding,
+    };
+}
+
 /* The writer thread's body (store_write.c). */
 void *tw_store__writer_main(void *arg);
 

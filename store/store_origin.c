@@ -84,15 +84,7 @@ int tw_store_read_origin(tw_store_reader *r, const char *origin, uint64_t from_s
             goto out_end_read;
         }
         if (max_bytes && n > 0 && (bytes >= max_bytes || rec.data_len > max_bytes - bytes)) break;
-        ev.origin = origin;
-        ev.seq = seq;
-        ev.lsn = tw_store__get_be64(v.mv_data);
-        ev.ts_ms = rec.ts_ms;
-        ev.channel = rec.channel;
-        ev.channel_len = rec.channel_len;
-        ev.data = rec.data;
-        ev.data_len = rec.data_len;
-        ev.encoding = rec.encoding;
+        ev = tw_store__event_of(&rec, origin, tw_store__get_be64(v.mv_data));
         n++;
         bytes += rec.data_len;
         last = seq;

@@ -216,16 +216,9 @@ static int fetch_event(tw_store_reader *r, struct tw_store__log_walk *w, uint32_
     if (rec.chan_id != chan_id || rec.origin_idx != tw_store__get_be32(cv->mv_data) ||
         rec.seq != tw_store__get_be64((unsigned char *)cv->mv_data + 4))
         return TW_STORE_ECORRUPT;
-    ev->origin = origin_name(r, rec.origin_idx, &rc);
-    if (!ev->origin) return rc;
-    ev->seq = rec.seq;
-    ev->lsn = lsn;
-    ev->ts_ms = rec.ts_ms;
-    ev->channel = rec.channel;
-    ev->channel_len = rec.channel_len;
-    ev->data = rec.data;
-    ev->data_len = rec.data_len;
-    ev->encoding = rec.encoding;
+    const char *origin = origin_name(r, rec.origin_idx, &rc);
+    if (!origin) return rc;
+    *ev = tw_store__event_of(&rec, origin, lsn);
     return 0;
 }
 
@@ -342,6 +335,7 @@ int tw_store_read_log(tw_store_reader *r, uint64_t after_lsn, size_t max_events,
     for (;; op = MDB_NEXT) {
         struct tw_store__rec rec;
         tw_store_event ev;
+        const char *origin;
 
         if (max_events && n >= max_events) break;
         rc = mdb_cursor_get(r->c_log, &k, &v, op);
@@ -357,16 +351,9 @@ int tw_store_read_log(tw_store_reader *r, uint64_t after_lsn, size_t max_events,
         rc = tw_store__decode(&v, &rec);
         if (rc) goto out_end_read;
         if (max_bytes && n > 0 && (bytes >= max_bytes || rec.data_len > max_bytes - bytes)) break;
-        ev.origin = origin_name(r, rec.origin_idx, &rc);
-        if (!ev.origin) goto out_end_read;
-        ev.seq = rec.seq;
-        ev.lsn = tw_store__get_be64(k.mv_data);
-        ev.ts_ms = rec.ts_ms;
-        ev.channel = rec.channel;
-        ev.channel_len = rec.channel_len;
-        ev.data = rec.data;
-        ev.data_len = rec.data_len;
-        ev.encoding = rec.encoding;
+        origin = origin_name(r, rec.origin_idx, &rc);
+        if (!origin) goto out_end_read;
+        ev = tw_store__event_of(&rec, origin, tw_store__get_be64(k.mv_data));
         n++;
         bytes += rec.data_len;
         last = ev.lsn;
