@@ -45,16 +45,24 @@ def assert_spread(node, sessions):
     return st
 
 
+async def subscribers(node, channel, url_of=None, codec_of=None):
+    """CLIENTS clients of the node, each subscribed to `channel` (url_of(i), codec_of(i):
+    client i's URL and codec, by default the node's and JSON)."""
+    clients = []
+    for i in range(CLIENTS):
+        c = await Client.connect(url_of(i) if url_of else node.url,
+                                 codec=codec_of(i) if codec_of else "json")
+        r = await c.request("subscribe", channel=channel)
+        assert r["op"] == "subscribed", r
+        clients.append(c)
+    return clients
+
+
 def test_every_loop_fans_out_every_event_in_one_order(node_factory):
     node = node_factory("--threads", str(LOOPS), *FAST_TICK).start()
 
     async def main():
-        subs = []
-        for i in range(CLIENTS):
-            c = await Client.connect(node.url, codec="msgpack" if i % 3 == 0 else "json")
-            r = await c.request("subscribe", channel="c")
-            assert r["op"] == "subscribed", r
-            subs.append(c)
+        subs = await subscribers(node, "c", codec_of=lambda i: "msgpack" if i % 3 == 0 else "json")
         assert_spread(node, CLIENTS)
         # Publishers on every loop (the subscribers themselves) and the HTTP API.
         per, total = 40, 40 * CLIENTS + 20
@@ -129,12 +137,8 @@ def test_presence_and_join_leave_across_loops(secure_node_factory, keys, secrets
                        "--namespace", "room: subscribe=users presence=on join-leave=on")
 
     async def main():
-        clients = []
-        for i in range(CLIENTS):
-            c = await Client.connect(node.url + "?token=" + keys.token(sub=f"u{i}"))
-            r = await c.request("subscribe", channel="room:1")
-            assert r["op"] == "subscribed", r
-            clients.append(c)
+        clients = await subscribers(node, "room:1",
+                                    url_of=lambda i: node.url + "?token=" + keys.token(sub=f"u{i}"))
         assert_spread(node, CLIENTS)
         # The first member hears every later one join, wherever it connected.
         first = clients[0]
@@ -247,11 +251,7 @@ def test_sigterm_drains_every_loop(node_factory):
     node = node_factory("--threads", str(LOOPS), *FAST_TICK).start()
 
     async def main():
-        clients = []
-        for _ in range(CLIENTS):
-            c = await Client.connect(node.url)
-            assert (await c.request("subscribe", channel="d"))["op"] == "subscribed"
-            clients.append(c)
+        clients = await subscribers(node, "d")
         assert_spread(node, CLIENTS)
         node.proc.send_signal(signal.SIGTERM)
         for c in clients:
@@ -269,20 +269,13 @@ def test_a_cluster_of_nodes_with_several_loops(node_factory):
     nodes = make_cluster(node_factory, durability="quorum",
                          extra=("--threads", str(LOOPS),
                                 "--namespace", "room: presence=on join-leave=on"))
-    per_node = CLIENTS
 
     async def main():
-        subs = {}
-        for k, nd in enumerate(nodes):
-            subs[nd] = []
-            for i in range(per_node):
-                c = await Client.connect(nd.url)
-                assert (await c.request("subscribe", channel="room:1"))["op"] == "subscribed"
-                subs[nd].append(c)
+        subs = {nd: await subscribers(nd, "room:1") for nd in nodes}
         for nd in nodes:
-            assert_spread(nd, per_node)
+            assert_spread(nd, CLIENTS)
         # Every member of every loop of every node is listed on every loop of every node.
-        want = 3 * per_node
+        want = 3 * CLIENTS
 
         async def members_seen_by_all(n):
             for nd in nodes:
@@ -331,11 +324,7 @@ def test_retention_racing_the_loops_never_skips_silently(node_factory):
     total, npub = 12000, 8
 
     async def main():
-        subs = []
-        for _ in range(CLIENTS):
-            c = await Client.connect(node.url)
-            assert (await c.request("subscribe", channel="t"))["op"] == "subscribed"
-            subs.append(c)
+        subs = await subscribers(node, "t")
         assert_spread(node, CLIENTS)
         pubs = [await Client.connect(node.url) for _ in range(npub)]
 
